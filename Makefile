@@ -1,0 +1,53 @@
+# cgsem — see README.md. Kernel tests need root; they create groups only
+# beneath the test process's own cgroup and remove them.
+
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 10s
+VM_PKGS   ?= ./drivers/v2/... ./test/vm/probe
+GOFLAGS_TEST ?= -race -count=1
+
+.PHONY: all build test test-vm test-all lint fmt vet depcheck bench fuzz cover clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+	$(GO) build -o bin/cgsem ./cmd/cgsem
+
+## test: everything this machine can run (unit, root and kernel tests), race detector on.
+test:
+	$(GO) test $(GOFLAGS_TEST) $(PKGS)
+
+## test-vm: the cgroup v2 VM lane (pure v2 kernel under qemu); installs what it needs.
+test-vm:
+	test/vm/lane.sh $(VM_PKGS)
+
+## test-all: the whole suite, as CI runs it.
+test-all: lint test fuzz test-vm
+
+lint: fmt vet depcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+depcheck:
+	$(GO) test -count=1 ./internal/depcheck
+
+## fuzz: a short run of every fuzz target.
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	@if [ -d bench ]; then cd bench && $(GO) run . ; else $(GO) test -run '^$$' -bench . -benchmem $(PKGS); fi
+
+cover:
+	$(GO) test -count=1 -coverprofile=cover.out $(PKGS)
+	$(GO) tool cover -func=cover.out | tail -1
+
+clean:
+	rm -rf bin cover.out
