@@ -1,6 +1,7 @@
 # cgsem — see README.md. Kernel tests need root; they create groups only
 # beneath the test process's own cgroup and remove them.
 
+SHELL     := /bin/bash
 GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 10s
@@ -17,7 +18,7 @@ build:
 
 ## test: everything this machine can run (unit, root and kernel tests), race detector on.
 test:
-	$(GO) test $(GOFLAGS_TEST) $(PKGS)
+	@set -o pipefail; $(GO) test $(GOFLAGS_TEST) -json $(PKGS) | $(GO) run ./test/testsum -label host
 
 ## test-vm: the cgroup v2 VM lane (pure v2 kernel under qemu); installs what it needs.
 test-vm:
