@@ -3,6 +3,7 @@ module github.com/cgsem/cgsem
 go 1.26.8
 
 require (
+	github.com/godbus/dbus/v5 v5.2.4
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.50.0
@@ -10,7 +11,6 @@ require (
 
 require (
 	github.com/fatih/color v1.13.0 // indirect
-	github.com/godbus/dbus/v5 v5.2.4 // indirect
 	github.com/mattn/go-colorable v0.1.12 // indirect
 	github.com/mattn/go-isatty v0.0.14 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect

@@ -112,8 +112,12 @@ func (r *Registry) Open(name string, opts semantic.Options) (semantic.Driver, er
 	reg, ok := r.drivers[name]
 	r.mu.RUnlock()
 	if !ok {
+		registered := strings.Join(r.Drivers(), ", ")
+		if registered == "" {
+			registered = "none"
+		}
 		return nil, &semantic.Error{Op: "open driver", Group: fmt.Sprintf("%q", name), Kind: semantic.ErrNotExist,
-			Err: fmt.Errorf("unknown driver (forgotten import?); registered: %s", strings.Join(r.Drivers(), ", "))}
+			Err: fmt.Errorf("unknown driver (forgotten import?); registered: %s", registered)}
 	}
 	return reg.New(opts)
 }

@@ -62,6 +62,7 @@ const (
 	Approximate
 )
 
+// String is "exact", "approximate" or "unsupported".
 func (s Support) String() string {
 	switch s {
 	case Exact:
@@ -74,6 +75,17 @@ func (s Support) String() string {
 
 // MarshalText renders the support level as String does.
 func (s Support) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (s *Support) UnmarshalText(b []byte) error {
+	for _, v := range []Support{Unsupported, Exact, Approximate} {
+		if string(b) == v.String() {
+			*s = v
+			return nil
+		}
+	}
+	return invalidf("support level %q: want exact, approximate or unsupported", b)
+}
 
 // Capability is a driver's verdict on one feature.
 type Capability struct {

@@ -19,14 +19,19 @@ const (
 const ConvWeightToShares = "systemd's linear map: shares = round(weight × 1024 / 100), weight = round(shares × 100 / 1024)"
 
 // WeightToShares converts a CPU weight (1..10000, default 100) to v1
-// cpu.shares with systemd's linear map, shares = round(weight × 1024 /
+// cpu.shares on systemd's linear scale, shares = round(weight × 1024 /
 // 100), clamped to the kernel's 2..262144. The default maps to the
-// default (100 -> 1024).
+// default (100 -> 1024), 1 to 10 and 10000 to 102400. systemd truncates
+// where this rounds; rounding is what makes the round trip below exact.
 //
 // Round trip: SharesToWeight(WeightToShares(w)) == w for every weight in
 // 1..10000, because one weight step is 10.24 shares. The other direction is
 // lossy: shares between two images of weights come back as the nearest image.
 func WeightToShares(weight uint64) uint64 {
+	if weight >= MaxShares {
+		// Any such weight clamps; stop before weight×1024 can overflow.
+		return MaxShares
+	}
 	s := (weight*1024 + 50) / 100
 	return min(max(s, MinShares), MaxShares)
 }
@@ -34,6 +39,9 @@ func WeightToShares(weight uint64) uint64 {
 // SharesToWeight converts v1 cpu.shares to a CPU weight, the inverse of
 // WeightToShares: weight = round(shares × 100 / 1024), clamped to 1..10000.
 func SharesToWeight(shares uint64) uint64 {
+	if shares >= MaxWeight*1024/100 {
+		return MaxWeight
+	}
 	w := (shares*100 + 512) / 1024
 	return min(max(w, MinWeight), MaxWeight)
 }
@@ -54,6 +62,10 @@ const ConvIOWeightToBlkio = "systemd's map: blkio = io × 5 clamped to 10..1000,
 // that range it clamps, which is an approximation: exact reports whether
 // no clamping happened.
 func IOWeightToBlkio(weight uint64) (blkio uint64, exact bool) {
+	if weight > MaxBlkioWeight {
+		// Clamped whatever the formula says; stop before it can overflow.
+		return MaxBlkioWeight, false
+	}
 	b := weight * DefaultBlkioWeight / DefaultWeight
 	c := min(max(b, MinBlkioWeight), MaxBlkioWeight)
 	return c, c == b
@@ -61,6 +73,9 @@ func IOWeightToBlkio(weight uint64) (blkio uint64, exact bool) {
 
 // BlkioToIOWeight is the inverse of IOWeightToBlkio: io = round(blkio / 5).
 func BlkioToIOWeight(blkio uint64) uint64 {
+	if blkio >= MaxWeight*DefaultBlkioWeight/DefaultWeight {
+		return MaxWeight
+	}
 	w := (blkio*DefaultWeight + DefaultBlkioWeight/2) / DefaultBlkioWeight
 	return min(max(w, MinWeight), MaxWeight)
 }

@@ -47,10 +47,24 @@ func ParseCPUSet(s string) (CPUSet, error) {
 
 func parseCPUID(s string) (int, error) {
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || n > MaxCPUSetID || (len(s) > 1 && s[0] == '0') || s[0] == '+' {
+	if err != nil || !isDecimal(s) || n > MaxCPUSetID {
 		return 0, invalidf("%q is not a number 0..%d", s, MaxCPUSetID)
 	}
 	return n, nil
+}
+
+// isDecimal reports whether s is a plain decimal number as the kernel
+// writes one: digits only (no sign), and no leading zero.
+func isDecimal(s string) bool {
+	if s == "" || (len(s) > 1 && s[0] == '0') {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // String renders the set in the kernel's list format.

@@ -21,6 +21,7 @@ const (
 	BlockDevice DeviceType = 'b'
 )
 
+// String renders the type as the kernel does: "a", "b" or "c".
 func (t DeviceType) String() string { return string(rune(t)) }
 
 func (t DeviceType) valid() bool { return t == AnyDevice || t == CharDevice || t == BlockDevice }
@@ -102,8 +103,8 @@ const (
 // access bit: for each of r, w and m, the last rule that matches the device
 // and names that bit decides; a bit that no rule names follows the list's
 // default. An access request is granted when every requested bit is
-// allowed. See Devices.Allows, the reference evaluator every driver agrees
-// with.
+// allowed. See Devices.Allowed, the reference evaluator every driver
+// agrees with.
 type DeviceRule struct {
 	Allow  bool       `json:"allow"`
 	Type   DeviceType `json:"-"`
@@ -169,7 +170,9 @@ func (r DeviceRule) MarshalJSON() ([]byte, error) {
 	}{r.Allow, r.Spec()})
 }
 
-// UnmarshalJSON accepts what MarshalJSON writes.
+// UnmarshalJSON accepts what MarshalJSON writes. The rule must be in the
+// "TYPE MAJOR:MINOR ACCESS" form: a node path is not resolved here, so
+// decoding never depends on the decoding host's /dev.
 func (r *DeviceRule) UnmarshalJSON(b []byte) error {
 	var v struct {
 		Allow bool   `json:"allow"`
@@ -254,7 +257,7 @@ func parseDevNum(s string, limit int64) (int64, error) {
 		return Wildcard, nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > limit || (len(s) > 1 && s[0] == '0') {
+	if err != nil || !isDecimal(s) || n > limit {
 		return 0, fmt.Errorf("%q is not * or a decimal number 0..%d", s, limit)
 	}
 	return n, nil
@@ -264,10 +267,14 @@ func parseDeviceNode(s string) (DeviceRule, error) {
 	path, access := s, AllAccess
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
 		a, err := ParseAccess(s[i+1:])
-		if err != nil {
+		switch {
+		case err == nil:
+			path, access = s[:i], a
+		case !isDeviceNode(s):
+			// Names under /dev/disk/by-path hold colons of their own, so a
+			// suffix that is not an access list may be part of the name.
 			return DeviceRule{}, invalidf("device rule %q: %v", s, err)
 		}
-		path, access = s[:i], a
 	}
 	typ, major, minor, err := StatDevice(path)
 	if err != nil {
@@ -293,6 +300,11 @@ func StatDevice(path string) (DeviceType, int64, int64, error) {
 		return 0, 0, 0, invalidf("device %q is not a character or block device node", path)
 	}
 	return typ, int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev)), nil
+}
+
+func isDeviceNode(path string) bool {
+	_, _, _, err := StatDevice(path)
+	return err == nil
 }
 
 // DevicePolicy is the decision for accesses no rule names.

@@ -148,6 +148,7 @@ type PlanStep struct {
 	Feature Feature `json:"feature,omitempty"`
 }
 
+// String lists the steps one per line: "ACTION TARGET [VALUE]".
 func (p *Plan) String() string {
 	var b strings.Builder
 	for _, s := range p.Steps {

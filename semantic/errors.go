@@ -52,6 +52,7 @@ type Error struct {
 	Err    error  // the cause
 }
 
+// Error reads "cgsem/DRIVER: OP on GROUP: CAUSE", leaving out what is empty.
 func (e *Error) Error() string {
 	prefix := "cgsem"
 	if e.Driver != "" {

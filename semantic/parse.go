@@ -80,6 +80,10 @@ func parseRate(key, v string) (uint64, error) {
 	}
 	if strings.HasSuffix(key, "bps") {
 		b, err := ParseBytes(v)
+		if b.IsUnlimited() {
+			// "infinity" is no limit, which an IOLimit spells 0.
+			b = 0
+		}
 		return uint64(b), err
 	}
 	n, err := strconv.ParseUint(v, 10, 64)

@@ -1,7 +1,9 @@
 package semantic
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -72,53 +74,62 @@ func newPath(input string, segs []string) (Path, error) {
 		return Path{}, pathErr(input, fmt.Sprintf("%d levels deep; at most %d", len(segs), MaxDepth))
 	}
 	for i, s := range segs {
-		if err := ValidateSegment(s); err != nil {
-			return Path{}, pathErr(input, fmt.Sprintf("segment %d: %v", i+1, err))
+		if why := segmentProblem(s); why != "" {
+			return Path{}, pathErr(input, fmt.Sprintf("segment %d: %s", i+1, why))
 		}
 	}
 	return Path{segs: append([]string(nil), segs...)}, nil
 }
 
 func pathErr(input, why string) error {
-	return &Error{Op: "parse path", Group: fmt.Sprintf("%q", input), Kind: ErrInvalid, Err: fmt.Errorf("%s", why)}
+	return &Error{Op: "parse path", Group: fmt.Sprintf("%q", input), Kind: ErrInvalid, Err: errors.New(why)}
 }
 
-// ValidateSegment checks one path segment and says why it is refused.
+// ValidateSegment checks one path segment. The error wraps ErrInvalid and
+// names the segment and why it is refused; drivers call it on names they
+// read back from the kernel before turning them into a Path.
 func ValidateSegment(s string) error {
+	if why := segmentProblem(s); why != "" {
+		return &Error{Op: "validate path segment", Kind: ErrInvalid, Err: errors.New(why)}
+	}
+	return nil
+}
+
+// segmentProblem says why s is not a valid segment, or "" if it is. The
+// reason quotes the segment (its first 20 characters when it is too long).
+func segmentProblem(s string) string {
 	switch {
 	case s == "":
-		return fmt.Errorf("empty segment")
+		return "empty segment"
 	case s == "." || s == "..":
-		return fmt.Errorf("%q is not allowed", s)
+		return fmt.Sprintf("%q is not allowed", s)
 	case len(s) > MaxSegmentLen:
-		return fmt.Errorf("%.20q... is %d bytes; at most %d", s, len(s), MaxSegmentLen)
+		return fmt.Sprintf("%.20q... is %d bytes; at most %d", s, len(s), MaxSegmentLen)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%q is not valid UTF-8", s)
+		return fmt.Sprintf("%q is not valid UTF-8", s)
 	}
 	for _, r := range s {
 		switch {
 		case r == '/':
-			return fmt.Errorf("%q contains /", s)
+			return fmt.Sprintf("%q contains /", s)
 		case r == 0:
-			return fmt.Errorf("%q contains NUL", s)
+			return fmt.Sprintf("%q contains NUL", s)
 		case unicode.IsControl(r):
-			return fmt.Errorf("%q contains control character %U", s, r)
+			return fmt.Sprintf("%q contains control character %U", s, r)
 		}
 	}
 	if strings.TrimSpace(s) != s {
-		return fmt.Errorf("%q has leading or trailing space", s)
+		return fmt.Sprintf("%q has leading or trailing space", s)
 	}
-	for _, n := range reservedNames {
-		if s == n {
-			return fmt.Errorf("%q is the name of a kernel attribute file", s)
-		}
+	if slices.Contains(reservedNames, s) {
+		return fmt.Sprintf("%q is the name of a kernel attribute file", s)
 	}
 	for _, p := range reservedPrefixes {
 		if strings.HasPrefix(s, p) {
-			return fmt.Errorf("%q begins with %q, which names kernel attribute files", s, p)
+			return fmt.Sprintf("%q begins with %q, which names kernel attribute files", s, p)
 		}
 	}
-	return nil
+	return ""
 }
 
 // Segments returns a copy of the path's segments.
@@ -157,7 +168,7 @@ func (p Path) Parent() Path {
 	return Path{segs: p.segs[: len(p.segs)-1 : len(p.segs)-1]}
 }
 
-// Prefix returns the first n segments.
+// Prefix returns the first n segments; it panics unless 0 <= n <= Len().
 func (p Path) Prefix(n int) Path { return Path{segs: p.segs[:n:n]} }
 
 // Join appends validated segments.

@@ -1,8 +1,11 @@
 package semantic
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -95,6 +98,22 @@ type IOLimit struct {
 // Device renders the device as "MAJOR:MINOR".
 func (l IOLimit) Device() string { return fmt.Sprintf("%d:%d", l.Major, l.Minor) }
 
+// String renders the limit as ParseIOLimit reads it, every key present and
+// 0 (no limit) as max: "8:0:rbps=10MiB,wbps=max,riops=max,wiops=100".
+func (l IOLimit) String() string {
+	rate := func(v uint64, bytes bool) string {
+		switch {
+		case v == 0:
+			return "max"
+		case bytes:
+			return Bytes(v).String()
+		}
+		return strconv.FormatUint(v, 10)
+	}
+	return fmt.Sprintf("%s:rbps=%s,wbps=%s,riops=%s,wiops=%s", l.Device(),
+		rate(l.ReadBPS, true), rate(l.WriteBPS, true), rate(l.ReadIOPS, false), rate(l.WriteIOPS, false))
+}
+
 // Pids limits.
 type Pids struct {
 	// Max is the most tasks (processes and threads) the group may hold.
@@ -118,7 +137,7 @@ func (r *Resources) Validate() error {
 			return invalidf("CPU weight %d: out of range %d..%d", *c.Weight, MinWeight, MaxWeight)
 		}
 		if m := c.Max; m != nil {
-			if m.CPUs != 0 && (m.CPUs < MinCPUs || m.CPUs > MaxCPUs) {
+			if math.IsNaN(m.CPUs) || m.CPUs != 0 && (m.CPUs < MinCPUs || m.CPUs > MaxCPUs) {
 				return invalidf("CPU max %g: out of range %g..%d (0 for no cap)", m.CPUs, MinCPUs, MaxCPUs)
 			}
 			if m.Period != 0 && (m.Period < MinCPUPeriod || m.Period > MaxCPUPeriod) {
@@ -218,12 +237,13 @@ func (r *Resources) Normalize(pageSize uint64) *Resources {
 			c.Max.CPUs = QuotaToCPUs(CPUsToQuota(c.Max.CPUs, c.Max.Period), c.Max.Period)
 		}
 	}
+	if c := out.CPU; c != nil {
+		c.Cpus = sortedSet(c.Cpus)
+		c.Mems = sortedSet(c.Mems)
+	}
 	if io := out.IO; io != nil && io.Limits != nil {
 		slices.SortFunc(io.Limits, func(a, b IOLimit) int {
-			if a.Major != b.Major {
-				return int(a.Major - b.Major)
-			}
-			return int(a.Minor - b.Minor)
+			return cmp.Or(cmp.Compare(a.Major, b.Major), cmp.Compare(a.Minor, b.Minor))
 		})
 	}
 	if out.HugeTLB != nil {
@@ -235,14 +255,15 @@ func (r *Resources) Normalize(pageSize uint64) *Resources {
 	return out
 }
 
-func cmpUint[T ~uint64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+func cmpUint[T ~uint64](a, b T) int { return cmp.Compare(a, b) }
+
+// sortedSet sorts and de-duplicates a set built by hand; nil stays nil.
+func sortedSet(c CPUSet) CPUSet {
+	if c == nil {
+		return nil
 	}
-	return 0
+	slices.Sort(c)
+	return slices.Compact(c)
 }
 
 // RoundToPage rounds b down to a multiple of pageSize; Unlimited stays.

@@ -98,6 +98,7 @@ var eventNames = map[EventKind]string{
 	EventEmpty: "empty", EventFrozen: "frozen", EventThawed: "thawed",
 }
 
+// String names the kind as JSON and the CLI do: "oom", "oom_kill", ...
 func (k EventKind) String() string {
 	if n, ok := eventNames[k]; ok {
 		return n
@@ -107,6 +108,17 @@ func (k EventKind) String() string {
 
 // MarshalText renders the kind as String does.
 func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText reads what MarshalText writes for a known kind.
+func (k *EventKind) UnmarshalText(b []byte) error {
+	for v, n := range eventNames {
+		if string(b) == n {
+			*k = v
+			return nil
+		}
+	}
+	return invalidf("event kind %q: want oom, oom_kill, populated, empty, frozen or thawed", b)
+}
 
 // Event is one thing that happened to a group.
 type Event struct {
@@ -118,6 +130,7 @@ type Event struct {
 	Count uint64 `json:"count,omitempty"`
 }
 
+// String renders the event as one line: time, group, kind and any count.
 func (e Event) String() string {
 	s := fmt.Sprintf("%s %s %s", e.Time.Format(time.RFC3339Nano), e.Group.Display(), e.Kind)
 	if e.Count != 0 {

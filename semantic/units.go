@@ -59,11 +59,10 @@ func (b Bytes) KernelString() string {
 // MarshalJSON writes a number, or "max".
 func (b Bytes) MarshalJSON() ([]byte, error) { return marshalLimit(uint64(b)) }
 
-// UnmarshalJSON reads a number, or any string ParseBytes accepts.
+// UnmarshalJSON reads a number, or any string ParseBytes accepts. JSON
+// null leaves b unchanged, as encoding/json does for plain values.
 func (b *Bytes) UnmarshalJSON(data []byte) error {
-	v, err := unmarshalLimit(data, ParseBytes)
-	*b = v
-	return err
+	return unmarshalLimit(data, b, ParseBytes)
 }
 
 func marshalLimit(v uint64) ([]byte, error) {
@@ -73,16 +72,27 @@ func marshalLimit(v uint64) ([]byte, error) {
 	return strconv.AppendUint(nil, v, 10), nil
 }
 
-func unmarshalLimit[T ~uint64](data []byte, parse func(string) (T, error)) (T, error) {
+// unmarshalLimit stores into dst only on success, so a failed decode
+// leaves the previous value.
+func unmarshalLimit[T ~uint64](data []byte, dst *T, parse func(string) (T, error)) error {
+	if string(data) == "null" {
+		return nil
+	}
 	var s string
 	if json.Unmarshal(data, &s) == nil {
-		return parse(s)
+		v, err := parse(s)
+		if err != nil {
+			return err
+		}
+		*dst = v
+		return nil
 	}
 	var n uint64
 	if err := json.Unmarshal(data, &n); err != nil {
-		return 0, invalidf("limit %s: want a non-negative number or a string", data)
+		return invalidf("limit %s: want a non-negative whole number or a string such as \"max\"", data)
 	}
-	return T(n), nil
+	*dst = T(n)
+	return nil
 }
 
 var byteSuffixes = map[string]Bytes{
@@ -95,11 +105,15 @@ var byteSuffixes = map[string]Bytes{
 	"E": EiB, "EiB": EiB, "e": EiB,
 }
 
-// ParseBytes parses a memory size as users type it: "max", "4096",
-// "512MiB", "512M", "1.5G". Every suffix is binary (K = KiB = 1024), as in
-// systemd and docker; "MB" style suffixes are refused as ambiguous. A
-// fraction must resolve to whole bytes after scaling only in the sense that
-// the result is truncated to a byte; overflow is an error.
+// ParseBytes parses a memory size as users type it: "max" (or "infinity",
+// systemd's word), "4096", "512MiB", "512M", "1.5G". Every suffix is
+// binary (K = k = KiB = 1024, up to E = EiB), as in systemd and docker;
+// "B" alone means bytes. "MB" style suffixes are refused as ambiguous
+// (decimal or binary?). A fraction is allowed with any suffix and the
+// result is truncated to a whole byte ("1.5K" is 1536, "0.5" is 0). No
+// sign, spaces, exponent or hex. A value that does not fit in 64 bits, or
+// equals Unlimited without being spelled "max", is an error. Every error
+// wraps ErrInvalid.
 func ParseBytes(s string) (Bytes, error) {
 	if s == "max" || s == "infinity" {
 		return Unlimited, nil
@@ -110,7 +124,7 @@ func ParseBytes(s string) (Bytes, error) {
 	}
 	mult, ok := byteSuffixes[suffix]
 	if !ok {
-		if strings.HasSuffix(suffix, "B") || strings.HasSuffix(suffix, "b") {
+		if len(suffix) == 2 && strings.ContainsRune("KMGTPEkmgtpe", rune(suffix[0])) && (suffix[1] == 'B' || suffix[1] == 'b') {
 			return 0, invalidf("size %q: suffix %q is ambiguous (decimal or binary?); use %s or %siB, both 1024-based",
 				s, suffix, strings.ToUpper(suffix[:1]), strings.ToUpper(suffix[:1]))
 		}
@@ -182,6 +196,7 @@ type Count uint64
 // IsUnlimited reports whether c is "max".
 func (c Count) IsUnlimited() bool { return c == Unlimited }
 
+// String renders c as ParseCount reads it: "max" or a decimal number.
 func (c Count) String() string {
 	if c.IsUnlimited() {
 		return "max"
@@ -192,11 +207,10 @@ func (c Count) String() string {
 // MarshalJSON writes a number, or "max".
 func (c Count) MarshalJSON() ([]byte, error) { return marshalLimit(uint64(c)) }
 
-// UnmarshalJSON reads a number or a string ParseCount accepts.
+// UnmarshalJSON reads a number or a string ParseCount accepts. JSON null
+// leaves c unchanged.
 func (c *Count) UnmarshalJSON(data []byte) error {
-	v, err := unmarshalLimit(data, ParseCount)
-	*c = v
-	return err
+	return unmarshalLimit(data, c, ParseCount)
 }
 
 // ParseCount parses "max" or a non-negative decimal integer.
