@@ -217,8 +217,8 @@ func (m *CPUMax) EffectivePeriod() time.Duration { return m.period() }
 // kernel stores and read-back returns: memory limits rounded down to
 // pageSize, huge page limits to their page size, CPU caps to whole
 // microseconds of quota with the period made explicit, CPU sets sorted, IO
-// limits sorted by device. Every driver's read-back equals the Normalize of
-// what was applied.
+// limits sorted by device with unlimited ones dropped. Every driver's
+// read-back equals the Normalize of what was applied.
 func (r *Resources) Normalize(pageSize uint64) *Resources {
 	if r == nil {
 		return nil
@@ -242,6 +242,10 @@ func (r *Resources) Normalize(pageSize uint64) *Resources {
 		c.Mems = sortedSet(c.Mems)
 	}
 	if io := out.IO; io != nil && io.Limits != nil {
+		// A device with no figure limited has no throttle to read back.
+		io.Limits = slices.DeleteFunc(io.Limits, func(l IOLimit) bool {
+			return l.ReadBPS == 0 && l.WriteBPS == 0 && l.ReadIOPS == 0 && l.WriteIOPS == 0
+		})
 		slices.SortFunc(io.Limits, func(a, b IOLimit) int {
 			return cmp.Or(cmp.Compare(a.Major, b.Major), cmp.Compare(a.Minor, b.Minor))
 		})
