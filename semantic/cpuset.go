@@ -2,6 +2,7 @@ package semantic
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func ParseCPUSet(s string) (CPUSet, error) {
 func parseCPUID(s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || !isDecimal(s) || n > MaxCPUSetID {
-		return 0, invalidf("%q is not a number 0..%d", s, MaxCPUSetID)
+		return 0, fmt.Errorf("%q is not a number 0..%d", s, MaxCPUSetID)
 	}
 	return n, nil
 }

@@ -1,0 +1,13 @@
+// Package all registers every built-in real driver, for auto-selection.
+//
+// A program that wants cgsem to pick the driver that fits the host
+// blank-imports this package and calls registry.Auto:
+//
+//	import _ "github.com/cgsem/cgsem/drivers/all"
+//
+// The built-in real drivers (v1, v2 and systemd) are blank-imported here
+// as they land; each registers itself from its own register.go. The fake
+// driver is deliberately not imported: it is never auto-selected, and a
+// program that wants it (tests, the cgsem tool's --driver fake) imports
+// drivers/fake itself.
+package all
