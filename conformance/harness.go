@@ -10,13 +10,15 @@ import (
 type Harness struct {
 	// NewDriver returns a fresh driver on a fresh, empty root, and
 	// registers with t.Cleanup whatever removes that root and closes the
-	// driver. Each subtest calls it once.
+	// driver. Each subtest calls it once; parallel subtests call it
+	// concurrently.
 	NewDriver func(t *testing.T) semantic.Driver
 
 	// InjectFault arranges that the nth (1-based) backend change the driver
 	// makes from now on (a file write, a D-Bus call) fails with err, and
-	// reports whether the driver supports injection. nil: no injection, and
-	// the rollback subtests are skipped with that reason.
+	// reports whether the driver supports injection. A fault stays armed
+	// until it fires; nth < 1 disarms a pending one. nil: no injection,
+	// and the rollback subtests are skipped with that reason.
 	InjectFault func(d semantic.Driver, nth int, err error) bool
 
 	// Observer reads the backend's real state independently of the driver
@@ -25,7 +27,9 @@ type Harness struct {
 
 	// Enforces lists the features whose enforcement the suite checks with
 	// real processes on this host (a memory hog is OOM-killed, a fork past
-	// the pids limit fails, ...). The fake enforces nothing.
+	// the pids limit fails, ...): memory.max, pids.max, devices, freeze,
+	// cpu.max and kill. The others are skipped with "harness does not
+	// enforce". The fake enforces only kill.
 	Enforces []semantic.Feature
 
 	// Leaks lists what is left below the driver's root after a subtest's
@@ -45,6 +49,13 @@ type Harness struct {
 	// HugePageSizes lists the huge page sizes the host has; nil skips the
 	// HugeTLB round trip.
 	HugePageSizes []semantic.Bytes
+
+	// InGroup reports whether a process whose /proc/self/cgroup read
+	// procCgroup is in group p of d. The start-inside subtests hand it what
+	// the started process printed as its very first act, which proves the
+	// process was in the group before it ran. nil: start-inside is checked
+	// through Processes only (the fake cannot do better).
+	InGroup func(d semantic.Driver, p semantic.Path, procCgroup string) bool
 }
 
 // Observer is an independent view of the backend.
