@@ -5,9 +5,12 @@
 //
 //	import _ "github.com/cgsem/cgsem/drivers/all"
 //
-// The built-in real drivers (v1, v2 and systemd) are blank-imported here
-// as they land; each registers itself from its own register.go. The fake
-// driver is deliberately not imported: it is never auto-selected, and a
-// program that wants it (tests, the cgsem tool's --driver fake) imports
+// Each driver registers itself from its own register.go. The fake driver
+// is deliberately not imported: it is never auto-selected, and a program
+// that wants it (tests, the cgsem tool's --driver fake) imports
 // drivers/fake itself.
 package all
+
+import (
+	_ "github.com/cgsem/cgsem/drivers/v1" // cgroup v1 hierarchies
+)

@@ -1,0 +1,519 @@
+package v1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cgsem/cgsem/internal/cgroupfs"
+	"github.com/cgsem/cgsem/internal/mountinfo"
+	"github.com/cgsem/cgsem/internal/statfile"
+	"github.com/cgsem/cgsem/semantic"
+)
+
+var (
+	errExist error = unix.EEXIST
+	errNoEnt error = unix.ENOENT
+)
+
+func readDirNames(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+// group is a handle on a path, as a cgroupfs path is: a group deleted and
+// created again at the same path is the one it addresses.
+type group struct {
+	d *Driver
+	p semantic.Path
+
+	stats *statsHolder // stats descriptors, opened on the first Stats
+}
+
+var _ semantic.Group = (*group)(nil)
+var _ semantic.Driver = (*Driver)(nil)
+
+func (d *Driver) newGroup(p semantic.Path) *group {
+	g := &group{d: d, p: p, stats: &statsHolder{}}
+	// A group dropped without Delete gives its stats descriptors back
+	// when it is collected.
+	runtime.AddCleanup(g, d.release, g.stats)
+	return g
+}
+
+// Path is the group's path below the root.
+func (g *group) Path() semantic.Path { return g.p }
+
+// notRoot refuses an operation the root does not take.
+func (g *group) notRoot(op string) error {
+	if g.p.IsRoot() {
+		return errorf(op, g.p, semantic.ErrInvalid, "the root is not managed by the driver: it takes processes and reports stats and events only")
+	}
+	return nil
+}
+
+// Apply changes the fields set in res, all or nothing.
+func (g *group) Apply(ctx context.Context, res *semantic.Resources) error {
+	const op = "apply"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	pr, err := g.d.prepare(g.p, res)
+	if err != nil {
+		return err
+	}
+	unlock := g.d.lock(g.p)
+	defer unlock()
+	steps, err := g.d.plan(pr, &current{d: g.d, p: g.p})
+	if err != nil {
+		return wrap(op, g.p, err)
+	}
+	return g.d.run(ctx, g.p, steps)
+}
+
+// Resources reads back every supported setting.
+func (g *group) Resources(ctx context.Context) (*semantic.Resources, error) {
+	const op = "read resources"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return nil, err
+	}
+	res, err := g.d.readResources(g.p)
+	return res, wrap(op, g.p, err)
+}
+
+// Plan lists the writes Apply(res) would make now, in order.
+func (g *group) Plan(ctx context.Context, res *semantic.Resources) (*semantic.Plan, error) {
+	const op = "plan"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return nil, err
+	}
+	pr, err := g.d.prepare(g.p, res)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := g.d.plan(pr, &current{d: g.d, p: g.p})
+	if err != nil {
+		return nil, wrap(op, g.p, err)
+	}
+	plan := &semantic.Plan{Steps: []semantic.PlanStep{}}
+	for _, st := range steps {
+		plan.Steps = append(plan.Steps, semantic.PlanStep{Action: "write", Target: st.file, Value: st.value, Feature: st.feature})
+	}
+	return plan, nil
+}
+
+// AddProcess moves every thread of pid into the group, in every
+// hierarchy.
+func (g *group) AddProcess(ctx context.Context, pid int) error {
+	return g.add(ctx, "add process", "cgroup.procs", pid)
+}
+
+// AddThread moves one thread into the group, in every hierarchy.
+func (g *group) AddThread(ctx context.Context, tid int) error {
+	return g.add(ctx, "add thread", "tasks", tid)
+}
+
+// add writes id into name in every hierarchy. If a write fails after
+// others succeeded, the task is moved back where it was in those
+// hierarchies where that is below the root; elsewhere the error says it
+// was left split.
+func (g *group) add(ctx context.Context, op, name string, id int) error {
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if id <= 0 {
+		return errorf(op, g.p, semantic.ErrInvalid, "%d is not a process or thread id", id)
+	}
+	before, err := mountinfo.ReadCgroup(id)
+	if err != nil {
+		return wrap(op, g.p, fmt.Errorf("task %d: %w", id, notExist(err)))
+	}
+	v := strconv.Itoa(id)
+	for i, h := range g.d.hs {
+		err := h.root.Write(file(g.p, name), v)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, unix.ESRCH) {
+			err = fmt.Errorf("task %d: %w", id, err)
+		}
+		var split []string
+		for _, done := range g.d.hs[:i] {
+			back, ok := g.d.below(done, before)
+			if !ok || done.undo.Write(file(back, name), v) != nil {
+				split = append(split, done.key)
+			}
+		}
+		if len(split) > 0 {
+			err = fmt.Errorf("%w; the task stays in the group in %s, outside the root elsewhere", err, strings.Join(split, ", "))
+		}
+		return wrap(op, g.p, err)
+	}
+	return nil
+}
+
+// notExist turns a missing /proc entry into ESRCH's kind.
+func notExist(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return unix.ESRCH
+	}
+	return err
+}
+
+// below maps a task's cgroup in h (from its /proc/<pid>/cgroup) to a
+// path below the root, if it is there.
+func (d *Driver) below(h *hier, entries []mountinfo.CgroupEntry) (semantic.Path, bool) {
+	for _, e := range entries {
+		if e.IsV2() || e.Key() != h.key {
+			continue
+		}
+		rest, ok := strings.CutPrefix(e.Path, strings.TrimSuffix(h.cgroupRoot, "/"))
+		if !ok || rest != "" && rest[0] != '/' {
+			return semantic.Path{}, false
+		}
+		if rest = strings.Trim(rest, "/"); rest == "" {
+			return semantic.Root, true
+		}
+		p, err := semantic.ParsePath(rest)
+		return p, err == nil
+	}
+	return semantic.Path{}, false
+}
+
+// Processes lists the pids in the group itself, from the primary
+// hierarchy.
+func (g *group) Processes(ctx context.Context) ([]int, error) {
+	const op = "list processes"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	pids, err := g.d.procs(g.p)
+	return pids, wrap(op, g.p, err)
+}
+
+func (d *Driver) procs(p semantic.Path) ([]int, error) {
+	b, err := d.primary.root.Read(file(p, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	return parsePids(b)
+}
+
+func parsePids(b []byte) ([]int, error) {
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup.procs %q: %w", f, statfile.ErrFormat)
+		}
+		pids = append(pids, pid)
+	}
+	slices.Sort(pids)
+	return slices.Compact(pids), nil
+}
+
+// subtree lists p and its descendants in the primary hierarchy, parents
+// before children.
+func (d *Driver) subtree(p semantic.Path) ([]semantic.Path, error) {
+	out := []semantic.Path{p}
+	for i := 0; i < len(out); i++ {
+		names, err := d.subdirs(out[i])
+		if err != nil {
+			if i > 0 && errors.Is(err, unix.ENOENT) {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		for _, n := range names {
+			if semantic.ValidateSegment(n) == nil {
+				out = append(out, out[i].Child(n))
+			}
+		}
+	}
+	return out, nil
+}
+
+const (
+	frozen   = "FROZEN"
+	thawed   = "THAWED"
+	freezing = "FREEZING"
+)
+
+// Freeze stops every process in the group and waits until they are.
+func (g *group) Freeze(ctx context.Context) error { return g.setFrozen(ctx, "freeze", true) }
+
+// Thaw resumes the group and waits until it runs.
+func (g *group) Thaw(ctx context.Context) error { return g.setFrozen(ctx, "thaw", false) }
+
+func (g *group) setFrozen(ctx context.Context, op string, want bool) error {
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	if !g.d.caps.Supports(semantic.Freeze) {
+		return withGroup(semantic.NotSupported(Name, semantic.Freeze, g.d.caps.Get(semantic.Freeze).Reason), g.p)
+	}
+	unlock := g.d.lock(g.p)
+	defer unlock()
+	if want {
+		return wrap(op, g.p, g.d.freeze(ctx, g.p))
+	}
+	return wrap(op, g.p, g.d.thaw(ctx, g.p))
+}
+
+// freeze writes FROZEN and waits through FREEZING. If ctx ends first, a
+// group that was thawed is thawed again.
+func (d *Driver) freeze(ctx context.Context, p semantic.Path) error {
+	h := d.byCtrl["freezer"]
+	before, err := h.root.ReadString(file(p, "freezer.state"))
+	if err != nil {
+		return err
+	}
+	if before == frozen {
+		return nil
+	}
+	if err := h.root.Write(file(p, "freezer.state"), frozen); err != nil {
+		return err
+	}
+	err = d.waitFor(ctx, func() (bool, error) {
+		st, err := h.root.ReadString(file(p, "freezer.state"))
+		return st == frozen, err
+	})
+	if err != nil && before == thawed {
+		if uerr := h.undo.Write(file(p, "freezer.state"), thawed); uerr != nil {
+			err = fmt.Errorf("%w; thawing the half-frozen group failed too: %w", err, uerr)
+		}
+	}
+	return err
+}
+
+// thaw writes THAWED and waits until the group reads THAWED. A group
+// whose ancestor is frozen stays frozen: that is ErrBusy.
+func (d *Driver) thaw(ctx context.Context, p semantic.Path) error {
+	h := d.byCtrl["freezer"]
+	if err := h.root.Write(file(p, "freezer.state"), thawed); err != nil {
+		return err
+	}
+	return d.waitFor(ctx, func() (bool, error) {
+		st, err := h.root.ReadString(file(p, "freezer.state"))
+		if err != nil || st == thawed {
+			return err == nil, err
+		}
+		pf, err := h.root.ReadString(file(p, "freezer.parent_freezing"))
+		if err == nil && pf == "1" {
+			return false, fmt.Errorf("an ancestor group is frozen: %w", semantic.ErrBusy)
+		}
+		return false, err
+	})
+}
+
+// waitFor polls cond with backoff until it holds, fails, ctx ends or the
+// driver closes.
+func (d *Driver) waitFor(ctx context.Context, cond func() (bool, error)) error {
+	wait := 200 * time.Microsecond
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-d.done:
+			t.Stop()
+			return fmt.Errorf("the driver was closed: %w", semantic.ErrInvalid)
+		case <-t.C:
+		}
+		wait = min(wait*2, 20*time.Millisecond)
+	}
+}
+
+// Kill SIGKILLs every process in the group and below and waits until the
+// group is empty.
+func (g *group) Kill(ctx context.Context) error {
+	const op = "kill"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	unlock := g.d.lock(g.p)
+	defer unlock()
+	return wrap(op, g.p, g.d.kill(ctx, g.p))
+}
+
+// kill freezes the group so nothing forks away, SIGKILLs every task
+// listed in it and below, thaws it (and every descendant frozen on its
+// own, whose tasks could not die otherwise), then waits until the whole
+// subtree is empty, killing any task that joined meanwhile.
+func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
+	tree, err := d.subtree(p)
+	if err != nil {
+		return err
+	}
+	fz := d.byCtrl["freezer"]
+	signal := func() (bool, error) {
+		any := false
+		for _, q := range tree {
+			pids, err := d.procs(q)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return false, err
+			}
+			for _, pid := range pids {
+				any = true
+				if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+					return false, fmt.Errorf("kill %d: %w", pid, err)
+				}
+			}
+		}
+		return any, nil
+	}
+	if fz != nil {
+		if err := d.freeze(ctx, p); err != nil {
+			return err
+		}
+	}
+	if _, err := signal(); err != nil {
+		return err
+	}
+	if fz != nil {
+		if err := fz.root.Write(file(p, "freezer.state"), thawed); err != nil {
+			return err
+		}
+		for _, q := range tree[1:] {
+			if self, err := fz.root.ReadString(file(q, "freezer.self_freezing")); err == nil && self == "1" {
+				if err := fz.root.Write(file(q, "freezer.state"), thawed); err != nil && !errors.Is(err, unix.ENOENT) {
+					return err
+				}
+			}
+		}
+	}
+	return d.waitFor(ctx, func() (bool, error) {
+		any, err := signal()
+		return !any, err
+	})
+}
+
+// Delete removes the group; see semantic.Group.
+func (g *group) Delete(ctx context.Context, opts *semantic.DeleteOptions) error {
+	const op = "delete"
+	release, err := g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	if opts == nil {
+		opts = &semantic.DeleteOptions{}
+	}
+	unlock := g.d.lock(g.p)
+	defer unlock()
+	defer g.d.release(g.stats)
+	d := g.d
+	if !opts.Recursive && !opts.Kill {
+		// The common case costs one rmdir per hierarchy: the primary's
+		// refusal is inspected only when it comes.
+		err := d.primary.root.TryRmdir(rel(g.p))
+		switch {
+		case err == nil:
+			return wrap(op, g.p, d.rmdirOthers(ctx, g.p))
+		case errors.Is(err, unix.ENOENT):
+			return errorf(op, g.p, semantic.ErrNotExist, "no such group")
+		case !errors.Is(err, unix.EBUSY) || cgroupfs.IsInjected(err):
+			return wrap(op, g.p, err)
+		}
+	}
+	tree, err := d.subtree(g.p)
+	if err != nil {
+		return wrap(op, g.p, err)
+	}
+	if len(tree) > 1 && !opts.Recursive {
+		return errorf(op, g.p, semantic.ErrBusy, "the group has child groups; delete them or ask for a recursive delete")
+	}
+	if opts.Kill {
+		if err := d.kill(ctx, g.p); err != nil {
+			return wrap(op, g.p, err)
+		}
+	} else {
+		for _, q := range tree {
+			pids, err := d.procs(q)
+			if err != nil {
+				return wrap(op, g.p, err)
+			}
+			if len(pids) > 0 {
+				return errorf(op, g.p, semantic.ErrBusy, "%s holds processes %v; kill them first or ask Delete to", q.Display(), pids)
+			}
+		}
+	}
+	for _, q := range slices.Backward(tree) {
+		if err := d.primary.root.Rmdir(ctx, rel(q)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return wrap(op, g.p, err)
+		}
+		if err := d.rmdirOthers(ctx, q); err != nil {
+			return wrap(op, g.p, err)
+		}
+	}
+	return nil
+}
+
+// rmdirOthers removes p from every hierarchy but the primary.
+func (d *Driver) rmdirOthers(ctx context.Context, p semantic.Path) error {
+	var errs []error
+	for _, h := range d.hs {
+		if h == d.primary {
+			continue
+		}
+		if err := h.root.Rmdir(ctx, rel(p)); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
