@@ -104,9 +104,11 @@ type DeleteOptions struct {
 type Options struct {
 	// Root is where the driver's groups live: "" for the backend's top
 	// (the hierarchy root; for systemd, the root slice), "self" for
-	// beneath the calling process's own cgroup, or a cgroup path such as
-	// "/machine.slice/x" (as /proc/self/cgroup names it). Drivers never
-	// touch anything outside their root.
+	// beneath the calling process's own cgroup, "self/a/b" for the
+	// existing group a/b beneath it (tests use it for a fresh root per
+	// test), or a cgroup path such as "/machine.slice/x" (as
+	// /proc/self/cgroup names it). Drivers never touch anything outside
+	// their root.
 	Root string
 	// Logger receives trace logs of every file write and D-Bus call; nil
 	// is the null logger. Drivers name it after themselves.
