@@ -5,7 +5,7 @@ SHELL     := /bin/bash
 GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 10s
-VM_PKGS   ?= ./test/vm/probe
+VM_PKGS   ?= ./test/vm/probe ./drivers/v2/...
 GOFLAGS_TEST ?= -race -count=1
 
 .PHONY: all build test test-vm test-all lint fmt vet depcheck bench fuzz cover clean

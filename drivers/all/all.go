@@ -13,4 +13,5 @@ package all
 
 import (
 	_ "github.com/cgsem/cgsem/drivers/v1" // cgroup v1 hierarchies
+	_ "github.com/cgsem/cgsem/drivers/v2" // cgroup v2 unified, eBPF device filter
 )

@@ -1,0 +1,244 @@
+package v2
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cgsem/cgsem/drivers/v2/devfilter"
+	"github.com/cgsem/cgsem/semantic"
+)
+
+// devicesXattr is the extended attribute of a group's directory in which
+// the driver records the device list it attached and the program's id,
+// so that a later process (the cgsem command run again) reads the list
+// back exactly. trusted.* is root's, as loading a device program is.
+const devicesXattr = "trusted.cgsem.devices"
+
+// devicesRecord is devicesXattr's content.
+type devicesRecord struct {
+	Program uint32            `json:"program"`
+	Devices *semantic.Devices `json:"devices"`
+}
+
+// allowsEverything reports whether a list grants every access on every
+// device: then no program is needed, and none is attached.
+func allowsEverything(d *semantic.Devices) bool {
+	if d.Default != semantic.AllowByDefault {
+		return false
+	}
+	for _, r := range d.Rules {
+		if !r.Allow {
+			return false
+		}
+	}
+	return true
+}
+
+// setDevices puts devs in force on group p: the new program is attached
+// before the old one is detached (devfilter.Filter.Set), so access is
+// never wider than either list; a list that allows everything detaches
+// the driver's program instead. Programs other managers attached are left
+// alone, and keep applying: the kernel runs every program of a group and
+// grants what all allow.
+func (d *Driver) setDevices(ctx context.Context, p semantic.Path, devs *semantic.Devices, fresh bool) error {
+	const op = "attach device program"
+	rel := p.String()
+	if err := d.fault(opAttach, rel, devicesString(devs)); err != nil {
+		return wrap(op, p, err)
+	}
+	n, err := d.node(rel)
+	if err != nil {
+		return wrap(op, p, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errorf(op, p, semantic.ErrNotExist, "group deleted meanwhile")
+	}
+	if n.filter == nil {
+		// A group this call made has no program of anyone's yet.
+		if !fresh {
+			if err := d.checkNoForeignRecord(n.dir.Fd(), p); err != nil {
+				return err
+			}
+		}
+		n.filter = d.cache.NewFilter(n.dir.Fd(), p.Display())
+	}
+	if allowsEverything(devs) {
+		if err := n.filter.Remove(); err != nil {
+			return err
+		}
+		d.removeRecord(n.dir.Fd(), p)
+		return nil
+	}
+	if err := n.filter.Set(ctx, devs); err != nil {
+		return err
+	}
+	d.writeRecord(n.dir.Fd(), p, devicesRecord{Program: n.filter.ProgramID(), Devices: devs})
+	d.pin(ctx, devs)
+	return nil
+}
+
+// pinLimit is how many recently set device lists keep their programs
+// loaded after the last group using them is gone: groups come and go
+// with the same few lists (a container runtime's default allowlist), and
+// a load is most of the cost of a group with a device filter.
+const pinLimit = 8
+
+// pins holds references to the programs of recently set lists, newest
+// first.
+type pins struct {
+	keys []string
+	held []*devfilter.Loaded
+}
+
+// pin keeps devs' program loaded: the cache holds it already (a filter
+// just attached it), so this is a reference, not a load.
+func (d *Driver) pin(ctx context.Context, devs *semantic.Devices) {
+	prog, err := devfilter.Compile(devs)
+	if err != nil {
+		return
+	}
+	key := string(prog.Bytes())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	if i := slices.Index(d.pins.keys, key); i >= 0 {
+		k, l := d.pins.keys[i], d.pins.held[i]
+		d.pins.keys = slices.Insert(slices.Delete(d.pins.keys, i, i+1), 0, k)
+		d.pins.held = slices.Insert(slices.Delete(d.pins.held, i, i+1), 0, l)
+		return
+	}
+	l, err := d.cache.Acquire(ctx, prog)
+	if err != nil {
+		return
+	}
+	d.pins.keys = slices.Insert(d.pins.keys, 0, key)
+	d.pins.held = slices.Insert(d.pins.held, 0, l)
+	if len(d.pins.held) > pinLimit {
+		d.cache.Release(d.pins.held[pinLimit])
+		d.pins.keys, d.pins.held = d.pins.keys[:pinLimit], d.pins.held[:pinLimit]
+	}
+}
+
+// clear gives every pinned program back.
+func (ps *pins) clear(c *devfilter.Cache) {
+	for _, l := range ps.held {
+		c.Release(l)
+	}
+	ps.keys, ps.held = nil, nil
+}
+
+// checkNoForeignRecord refuses to take over a group whose device program
+// another cgsem process attached and recorded: this process has no
+// descriptor of that program, so it could only add its own beside it,
+// and the group would then grant the intersection of the two lists while
+// reading back as the new one.
+func (d *Driver) checkNoForeignRecord(fd int, p semantic.Path) error {
+	ids, err := devfilter.Query(fd)
+	if err != nil || len(ids) == 0 {
+		return nil
+	}
+	rec, err := readRecord(fd)
+	if err != nil || rec == nil || !slices.Contains(ids, rec.Program) {
+		return nil
+	}
+	return errorf("attach device program", p, semantic.ErrBusy,
+		"device program %d was attached by another cgsem process, and this one holds no descriptor of it to replace it with; delete and re-create the group, or set its devices from one process",
+		rec.Program)
+}
+
+// devicesOf reads back group p's device list: the list this driver's
+// program enforces (checked to be still attached), or the list another
+// cgsem process recorded with its program, or, with no program attached,
+// allow everything. nil means programs of another manager are attached,
+// whose rules cannot be read back.
+func (d *Driver) devicesOf(p semantic.Path) (*semantic.Devices, error) {
+	rel := p.String()
+	if n := d.peekNode(rel); n != nil {
+		n.mu.Lock()
+		if !n.closed && n.filter != nil && n.filter.ProgramID() != 0 {
+			err := n.filter.Verify()
+			devs := n.filter.Devices()
+			n.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			return devs, nil
+		}
+		n.mu.Unlock()
+	}
+	dir, err := d.openDir(rel)
+	if err != nil {
+		return nil, wrap("read devices", p, err)
+	}
+	defer dir.Close()
+	ids, err := devfilter.Query(dir.Fd())
+	if err != nil {
+		return nil, wrap("query device programs", p, err)
+	}
+	if len(ids) == 0 {
+		return &semantic.Devices{Default: semantic.AllowByDefault}, nil
+	}
+	rec, err := readRecord(dir.Fd())
+	if err != nil {
+		return nil, wrap("read "+devicesXattr, p, err)
+	}
+	if rec != nil && slices.Contains(ids, rec.Program) {
+		return rec.Devices, nil
+	}
+	d.log.Debug("device programs of another manager; not read back", "group", p.Display(), "programs", ids)
+	return nil, nil
+}
+
+// fdPath names a directory held as an O_PATH descriptor for the calls
+// that take a path (the xattr calls refuse O_PATH descriptors).
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+func readRecord(fd int) (*devicesRecord, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getxattr(fdPath(fd), devicesXattr, buf)
+		switch {
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP):
+			return nil, nil
+		case errors.Is(err, unix.ERANGE):
+			buf = make([]byte, 2*len(buf))
+			continue
+		case err != nil:
+			return nil, err
+		}
+		var rec devicesRecord
+		if err := json.Unmarshal(buf[:n], &rec); err != nil || rec.Devices == nil {
+			return nil, fmt.Errorf("%s: not a device record", devicesXattr)
+		}
+		return &rec, nil
+	}
+}
+
+// writeRecord records the list in force. It is a convenience for later
+// processes, not part of the change: a filesystem that keeps no xattrs
+// only costs them the read-back.
+func (d *Driver) writeRecord(fd int, p semantic.Path, rec devicesRecord) {
+	b, err := json.Marshal(rec)
+	if err == nil {
+		err = unix.Setxattr(fdPath(fd), devicesXattr, b, 0)
+	}
+	if err != nil {
+		d.log.Debug("record device list", "group", p.Display(), "error", err)
+	}
+}
+
+func (d *Driver) removeRecord(fd int, p semantic.Path) {
+	if err := unix.Removexattr(fdPath(fd), devicesXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+		d.log.Debug("remove device record", "group", p.Display(), "error", err)
+	}
+}

@@ -1,0 +1,224 @@
+package v2
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cgsem/cgsem/internal/statfile"
+	"github.com/cgsem/cgsem/semantic"
+)
+
+// watcher waits for the kernel to modify a group's event files
+// (cgroup.events, memory.events): they are kernfs files that notify
+// inotify on every change of a key. The descriptor sits in the runtime's
+// poller, so a wait costs no thread and ends when its ctx does.
+type watcher struct {
+	f   *os.File
+	buf []byte
+}
+
+// newWatcher watches files (absolute paths); one that does not exist is
+// an error wrapping ENOENT.
+func newWatcher(files ...string) (*watcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, os.NewSyscallError("inotify_init1", err)
+	}
+	for _, f := range files {
+		if _, err := unix.InotifyAddWatch(fd, f, unix.IN_MODIFY); err != nil {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "inotify_add_watch", Path: f, Err: err}
+		}
+	}
+	return &watcher{f: os.NewFile(uintptr(fd), "inotify"), buf: make([]byte, 4096)}, nil
+}
+
+// add watches one more file.
+func (w *watcher) add(file string) error {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := rc.Control(func(fd uintptr) {
+		_, werr = unix.InotifyAddWatch(int(fd), file, unix.IN_MODIFY)
+	}); err != nil {
+		return err
+	}
+	if werr != nil {
+		return &os.PathError{Op: "inotify_add_watch", Path: file, Err: werr}
+	}
+	return nil
+}
+
+// wait returns once a watched file changed (the change is consumed), or
+// at deadline (zero: none) with os.ErrDeadlineExceeded, or when ctx ends
+// with ctx's error.
+func (w *watcher) wait(ctx context.Context, deadline time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.f.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { w.f.SetReadDeadline(time.Unix(1, 0)) })
+	_, err := w.f.Read(w.buf)
+	if !stop() && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func (w *watcher) close() error { return w.f.Close() }
+
+// eventsFile is the group's cgroup.events as an absolute path, for inotify.
+func (g *group) eventsFile(name string) string { return path.Join(g.d.loc.dir, g.rel, name) }
+
+// cgroupEvents reads cgroup.events: populated (processes in the group or
+// below) and frozen.
+func (g *group) cgroupEvents() (populated, frozen bool, err error) {
+	b, err := g.d.root.Read(join(g.rel, "cgroup.events"))
+	if err != nil {
+		return false, false, err
+	}
+	err = statfile.ScanFlat(b, func(key []byte, v uint64) {
+		switch string(key) {
+		case "populated":
+			populated = v == 1
+		case "frozen":
+			frozen = v == 1
+		}
+	})
+	return populated, frozen, err
+}
+
+// Freeze writes 1 to cgroup.freeze and waits until cgroup.events says
+// "frozen 1". If ctx ends first, the group is thawed again when this call
+// froze it, and ctx's error returned.
+func (g *group) Freeze(ctx context.Context) error { return g.setFrozen(ctx, "freeze", true) }
+
+// Thaw writes 0 to cgroup.freeze and waits until cgroup.events says
+// "frozen 0". A group whose ancestor (below the root) is frozen stays
+// frozen with it: Thaw then returns once its own freeze is lifted.
+func (g *group) Thaw(ctx context.Context) error { return g.setFrozen(ctx, "thaw", false) }
+
+func (g *group) setFrozen(ctx context.Context, op string, frozen bool) error {
+	if err := ctxErr(ctx, op, g.path); err != nil {
+		return err
+	}
+	if !g.d.caps.Supports(semantic.Freeze) {
+		return g.notSupported(semantic.Freeze)
+	}
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	w, err := newWatcher(g.eventsFile("cgroup.events"))
+	if err != nil {
+		return wrap(op, g.path, err)
+	}
+	defer w.close()
+	want := "0"
+	if frozen {
+		want = "1"
+	}
+	prev, err := g.d.root.ReadString(join(g.rel, "cgroup.freeze"))
+	if err != nil {
+		return wrap(op, g.path, err)
+	}
+	if err := g.d.root.Write(join(g.rel, "cgroup.freeze"), want); err != nil {
+		return wrap(op, g.path, err)
+	}
+	for {
+		_, state, err := g.cgroupEvents()
+		if err != nil {
+			return wrap(op, g.path, err)
+		}
+		if state == frozen {
+			return nil
+		}
+		if !frozen && g.ancestorFrozen() {
+			return nil
+		}
+		if err := w.wait(ctx, time.Time{}); err != nil {
+			if prev != want {
+				if rerr := g.d.root.Write(join(g.rel, "cgroup.freeze"), prev); rerr != nil {
+					g.d.log.Warn("undo "+op, "group", g.path.Display(), "error", rerr)
+				}
+			}
+			return wrap(op, g.path, err)
+		}
+	}
+}
+
+// ancestorFrozen reports whether a group between the root and this one
+// has cgroup.freeze set.
+func (g *group) ancestorFrozen() bool {
+	for i := g.path.Len() - 1; i > 0; i-- {
+		if v, err := g.d.root.ReadString(join(g.path.Prefix(i).String(), "cgroup.freeze")); err == nil && v == "1" {
+			return true
+		}
+	}
+	return false
+}
+
+// killRetry is how long Kill waits for the group to empty before it
+// writes cgroup.kill again, for processes moved in after the first write.
+const killRetry = 200 * time.Millisecond
+
+// Kill writes 1 to cgroup.kill, which SIGKILLs every process of the group
+// and its descendants (frozen ones too) and fails their forks meanwhile,
+// then waits until cgroup.events says "populated 0", writing again every
+// 200ms for processes moved in since.
+func (g *group) Kill(ctx context.Context) error {
+	const op = "kill"
+	if err := ctxErr(ctx, op, g.path); err != nil {
+		return err
+	}
+	if !g.d.caps.Supports(semantic.Kill) {
+		return g.notSupported(semantic.Kill)
+	}
+	if err := g.notRoot(op); err != nil {
+		return err
+	}
+	return g.kill(ctx, op)
+}
+
+func (g *group) kill(ctx context.Context, op string) error {
+	w, err := newWatcher(g.eventsFile("cgroup.events"))
+	if err != nil {
+		return wrap(op, g.path, err)
+	}
+	defer w.close()
+	for {
+		populated, _, err := g.cgroupEvents()
+		if err != nil {
+			return wrap(op, g.path, err)
+		}
+		if !populated {
+			return nil
+		}
+		if err := g.d.root.Write(join(g.rel, "cgroup.kill"), "1"); err != nil {
+			return wrap(op, g.path, err)
+		}
+		for deadline := time.Now().Add(killRetry); ; {
+			err := w.wait(ctx, deadline)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return wrap(op, g.path, err)
+			}
+			if populated, _, err = g.cgroupEvents(); err != nil {
+				return wrap(op, g.path, err)
+			}
+			if !populated {
+				return nil
+			}
+		}
+	}
+}
