@@ -43,8 +43,9 @@ depcheck:
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
 
+## bench: cgsem against the raw floor and the peers (root); writes bench/RESULTS.md.
 bench:
-	@if [ -d bench ]; then cd bench && $(GO) run . ; else $(GO) test -run '^$$' -bench . -benchmem $(PKGS); fi
+	cd bench && $(GO) run . $(BENCHFLAGS)
 
 cover:
 	$(GO) test -count=1 -coverprofile=cover.out $(PKGS)
