@@ -211,7 +211,11 @@ func devicesField() field {
 			devRes(semantic.DenyByDefault,
 				rule(true, c, 1, 3, semantic.AllAccess),
 				rule(true, c, 1, 5, semantic.Read),
-				rule(true, b, 8, w, semantic.Read),
+				// Block major 259 (blkext) is registered on every
+				// kernel with a block layer: systemd says a whole major
+				// only by its /proc/devices name (block-blkext), and
+				// major 8 has none where no SCSI driver is loaded.
+				rule(true, b, 259, w, semantic.Read),
 				rule(true, c, 136, w, semantic.Read|semantic.Write)),
 			devRes(semantic.DenyByDefault,
 				rule(true, c, 1, 3, semantic.Read|semantic.Write),

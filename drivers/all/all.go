@@ -12,6 +12,7 @@
 package all
 
 import (
-	_ "github.com/cgsem/cgsem/drivers/v1" // cgroup v1 hierarchies
-	_ "github.com/cgsem/cgsem/drivers/v2" // cgroup v2 unified, eBPF device filter
+	_ "github.com/cgsem/cgsem/drivers/systemd" // transient slices and scopes over D-Bus
+	_ "github.com/cgsem/cgsem/drivers/v1"      // cgroup v1 hierarchies
+	_ "github.com/cgsem/cgsem/drivers/v2"      // cgroup v2 unified, eBPF device filter
 )
