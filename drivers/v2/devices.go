@@ -62,13 +62,13 @@ func (d *Driver) setDevices(ctx context.Context, p semantic.Path, devs *semantic
 		return errorf(op, p, semantic.ErrNotExist, "group deleted meanwhile")
 	}
 	if n.filter == nil {
-		// A group this call made has no program of anyone's yet.
-		if !fresh {
-			if err := d.checkNoForeignRecord(n.dir.Fd(), p); err != nil {
-				return err
-			}
-		}
 		n.filter = d.cache.NewFilter(n.dir.Fd(), p.Display())
+	}
+	// A group this call made has no program of anyone's yet.
+	if !fresh {
+		if err := d.takeOver(n, p); err != nil {
+			return err
+		}
 	}
 	if allowsEverything(devs) {
 		if err := n.filter.Remove(); err != nil {
@@ -137,44 +137,96 @@ func (ps *pins) clear(c *devfilter.Cache) {
 	ps.keys, ps.held = nil, nil
 }
 
-// checkNoForeignRecord refuses to take over a group whose device program
-// another cgsem process attached and recorded: this process has no
-// descriptor of that program, so it could only add its own beside it,
-// and the group would then grant the intersection of the two lists while
-// reading back as the new one.
-func (d *Driver) checkNoForeignRecord(fd int, p semantic.Path) error {
+// takeOver makes n's filter answer for the program in force on group p
+// before a change: its own if still attached; else the program another
+// cgsem process (or an earlier run) attached and recorded, which it adopts
+// so that the change replaces it without a window (with only its id, this
+// process could only add a program beside it, and the group would grant
+// the intersection of both lists while reading back as the new one). n.mu
+// is held.
+//
+// Where that is impossible it refuses with ErrBusy and changes nothing:
+// the recorded program fails the adoption's checks (another type, other
+// instructions than the recorded list's, detached meanwhile), or it is no
+// longer attached while programs nobody recorded are, which may be a
+// cgsem program whose record was lost. A record whose program is gone
+// from a group with no program at all narrows nothing: the new list is
+// simply attached.
+func (d *Driver) takeOver(n *node, p semantic.Path) error {
+	const op = "attach device program"
+	fd := n.dir.Fd()
 	ids, err := devfilter.Query(fd)
-	if err != nil || len(ids) == 0 {
+	if err != nil {
+		return wrap("query device programs", p, err)
+	}
+	own := n.filter.ProgramID()
+	if own != 0 && slices.Contains(ids, own) {
 		return nil
 	}
 	rec, err := readRecord(fd)
-	if err != nil || rec == nil || !slices.Contains(ids, rec.Program) {
-		return nil
+	if err != nil {
+		if len(ids) > 0 {
+			return errorf(op, p, semantic.ErrBusy,
+				"device programs %v are attached and their record %s cannot be read (%v), so what they enforce is unknown; delete and re-create the group",
+				ids, devicesXattr, err)
+		}
+		rec = nil
 	}
-	return errorf("attach device program", p, semantic.ErrBusy,
-		"device program %d was attached by another cgsem process, and this one holds no descriptor of it to replace it with; delete and re-create the group, or set its devices from one process",
-		rec.Program)
+	switch {
+	case rec != nil && slices.Contains(ids, rec.Program):
+		if err := n.filter.Adopt(rec.Program, rec.Devices); err != nil {
+			var se *semantic.Error
+			if errors.As(err, &se) && se.Err != nil {
+				err = se.Err
+			}
+			return errorf(op, p, semantic.ErrBusy,
+				"device program %d, recorded in %s by another cgsem process, cannot be taken over to replace it (%v); delete and re-create the group",
+				rec.Program, devicesXattr, err)
+		}
+		d.log.Debug("adopted recorded device program", "group", p.Display(), "program", rec.Program)
+		return nil
+	case rec != nil && len(ids) > 0:
+		return errorf(op, p, semantic.ErrBusy,
+			"device program %d, recorded in %s, is no longer attached, and programs %v are, which cgsem did not record: one may be a cgsem program whose record was lost, and adding this list beside it would enforce the intersection; delete and re-create the group",
+			rec.Program, devicesXattr, ids)
+	}
+	if own != 0 {
+		// Someone detached the filter's program: forget it, so that the
+		// change attaches its own rather than failing to detach it.
+		if err := n.filter.Remove(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // devicesOf reads back group p's device list: the list this driver's
 // program enforces (checked to be still attached), or the list another
-// cgsem process recorded with its program, or, with no program attached,
-// allow everything. nil means programs of another manager are attached,
-// whose rules cannot be read back.
+// cgsem process recorded with its program (checked to be attached and to
+// run that list), or, with no program attached, allow everything. nil
+// means programs of another manager are attached, whose rules cannot be
+// read back.
 func (d *Driver) devicesOf(p semantic.Path) (*semantic.Devices, error) {
 	rel := p.String()
+	// gone is the driver's own program having been detached: an error,
+	// unless another cgsem process replaced it and recorded its own.
+	var gone error
 	if n := d.peekNode(rel); n != nil {
 		n.mu.Lock()
 		if !n.closed && n.filter != nil && n.filter.ProgramID() != 0 {
 			err := n.filter.Verify()
 			devs := n.filter.Devices()
 			n.mu.Unlock()
-			if err != nil {
+			switch {
+			case err == nil:
+				return devs, nil
+			case !errors.Is(err, semantic.ErrNotExist):
 				return nil, err
 			}
-			return devs, nil
+			gone = err
+		} else {
+			n.mu.Unlock()
 		}
-		n.mu.Unlock()
 	}
 	dir, err := d.openDir(rel)
 	if err != nil {
@@ -185,18 +237,41 @@ func (d *Driver) devicesOf(p semantic.Path) (*semantic.Devices, error) {
 	if err != nil {
 		return nil, wrap("query device programs", p, err)
 	}
-	if len(ids) == 0 {
-		return &semantic.Devices{Default: semantic.AllowByDefault}, nil
-	}
-	rec, err := readRecord(dir.Fd())
-	if err != nil {
-		return nil, wrap("read "+devicesXattr, p, err)
+	var rec *devicesRecord
+	if len(ids) > 0 || gone != nil {
+		if rec, err = readRecord(dir.Fd()); err != nil {
+			return nil, wrap("read "+devicesXattr, p, err)
+		}
 	}
 	if rec != nil && slices.Contains(ids, rec.Program) {
+		if ok, err := recordRuns(rec); err != nil || !ok {
+			d.log.Debug("recorded device program does not run the recorded list; not read back",
+				"group", p.Display(), "program", rec.Program, "error", err)
+			return nil, nil
+		}
 		return rec.Devices, nil
+	}
+	switch {
+	case gone != nil && rec != nil:
+		// The record still names a program that is gone: someone who is
+		// not cgsem detached it (a cgsem process that lifts the filter
+		// removes the record too).
+		return nil, gone
+	case len(ids) == 0:
+		return &semantic.Devices{Default: semantic.AllowByDefault}, nil
 	}
 	d.log.Debug("device programs of another manager; not read back", "group", p.Display(), "programs", ids)
 	return nil, nil
+}
+
+// recordRuns reports whether rec's program runs rec's list: only then is
+// the list what the group enforces.
+func recordRuns(rec *devicesRecord) (bool, error) {
+	prog, err := devfilter.Compile(rec.Devices)
+	if err != nil {
+		return false, err
+	}
+	return devfilter.Runs(rec.Program, prog)
 }
 
 // fdPath names a directory held as an O_PATH descriptor for the calls

@@ -102,13 +102,24 @@
 //
 // Read-back returns the list the driver's program enforces, after
 // checking with BPF_PROG_QUERY that it is still attached (if someone
-// detached it, read-back fails with ErrNotExist). So that a later process
-// (the cgsem command run again) reads the list back too, it is recorded
-// with the program's id in the directory's trusted.cgsem.devices extended
-// attribute. A process that finds another process's recorded program
-// attached cannot replace it (it has no descriptor of it) and refuses to
-// set the list with ErrBusy rather than narrow it silently to the
-// intersection of both.
+// detached it, read-back fails with ErrNotExist, unless another cgsem
+// process replaced it, recording its own, or lifted it). So that a later
+// process (the cgsem command run again) reads the list back too, it is
+// recorded with the program's id in the directory's trusted.cgsem.devices
+// extended attribute; a recorded list is read back only while its program
+// is attached and runs that list's instructions.
+//
+// Such a process can also change the list: before a change to a group
+// whose program is not its own, the driver adopts the recorded program
+// (devfilter.Filter.Adopt: it opens it by id, and checks it is a device
+// program, runs the recorded list's instructions and is attached to that
+// group), then replaces or removes it as its own, new program first.
+// Nothing is adopted from a record that does not name a program attached
+// to the group. Where adoption is impossible the change is refused with
+// ErrBusy, saying why, rather than narrowed silently to the intersection
+// of the old list and the new: when the recorded program fails those
+// checks, or is no longer attached while programs nobody recorded are.
+// Another manager's programs (no record) are left alone, as above.
 //
 // # Threaded groups
 //
@@ -147,8 +158,8 @@
 //
 // Errors are *semantic.Error values: ErrInvalid (a refused value or name,
 // an operation the root does not take, an unknown setting), ErrNotExist,
-// ErrExist, ErrBusy (children, processes, the leaf rule, another
-// process's device program), ErrPermission, ErrNotSupported (naming
+// ErrExist, ErrBusy (children, processes, the leaf rule, a recorded
+// device program that cannot be adopted), ErrPermission, ErrNotSupported (naming
 // every unsupported field of a request), or the kind of the kernel's errno,
 // which stays in the chain for errors.Is. Logs go to Options.Logger named
 // "v2"; every write, mkdir, rmdir and program attach is logged at trace

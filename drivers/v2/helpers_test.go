@@ -2,6 +2,8 @@ package v2_test
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +15,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	v2 "github.com/cgsem/cgsem/drivers/v2"
+	"github.com/cgsem/cgsem/semantic"
 )
 
 // helperEnv makes the test binary one of this package's helper processes
@@ -33,12 +38,29 @@ func TestMain(m *testing.M) {
 //	write DEV BYTES    say "ready", wait for a line, then write BYTES to
 //	                   the block device DEV with O_DIRECT in 64KiB writes
 //	                   and say "wrote N in NS"
+//	open r|w|rw:PATH.. say "ready", open each PATH so, and say "opened"
+//	                   and the errno of each open (0 for success)
+//	create ROOT MOUNT GROUP DEFAULT RULE..
+//	                   say "ready", open a v2 driver on ROOT through
+//	                   MOUNT, create GROUP with the device list DEFAULT
+//	                   ("allow" or "deny") and RULEs (as devs takes them),
+//	                   say "created" and exit, leaving the group behind
 func runHelper(mode string, args []string) int {
 	in := bufio.NewReader(os.Stdin)
 	fmt.Println("ready")
 	switch mode {
 	case "sleep":
 		io.Copy(io.Discard, in)
+		return 0
+	case "open":
+		fmt.Println(openAll(args))
+		return 0
+	case "create":
+		if err := createGroup(args); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("created")
 		return 0
 	case "write":
 		in.ReadString('\n')
@@ -59,6 +81,42 @@ func runHelper(mode string, args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
+}
+
+// openAll opens each "r|w|rw:PATH" and returns "opened" and the errno of
+// each, 0 for success.
+func openAll(specs []string) string {
+	out := "opened"
+	for _, spec := range specs {
+		how, path, _ := strings.Cut(spec, ":")
+		flags := map[string]int{"r": unix.O_RDONLY, "w": unix.O_WRONLY, "rw": unix.O_RDWR}[how]
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		var errno unix.Errno
+		switch {
+		case err == nil:
+			unix.Close(fd)
+		case !errors.As(err, &errno):
+			errno = unix.EINVAL
+		}
+		out += " " + strconv.Itoa(int(errno))
+	}
+	return out
+}
+
+// createGroup is the create helper: a driver in a process of its own,
+// which ends without deleting what it made, as a cgsem command does.
+func createGroup(args []string) error {
+	if len(args) < 4 {
+		return fmt.Errorf("create: want ROOT MOUNT GROUP DEFAULT RULE..., got %q", args)
+	}
+	d, err := v2.New(semantic.Options{Root: args[0], Settings: map[string]string{"mount": args[1]}})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	list := devs(semantic.DevicePolicy(args[3]), args[4:]...)
+	_, err = d.Create(context.Background(), semantic.MustPath(args[2]), &semantic.Resources{Devices: list})
+	return err
 }
 
 // directWrite writes n bytes to dev, bypassing the page cache, so each

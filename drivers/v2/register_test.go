@@ -11,8 +11,8 @@ import (
 
 func TestProbe(t *testing.T) {
 	// The probe looks at a filesystem's type and at PID 1; both are given
-	// here as a directory and two files, so every verdict is reachable on
-	// any host that has a cgroup2 mount somewhere.
+	// here, as a directory and a fake host root, so every verdict is
+	// reachable on any host that has a cgroup2 mount somewhere.
 	var cgroup2 string
 	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
 		var st unix.Statfs_t
@@ -24,29 +24,32 @@ func TestProbe(t *testing.T) {
 	if cgroup2 == "" {
 		t.Skip("no cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified")
 	}
-	tmp := t.TempDir()
-	comm := func(name string) string {
-		p := filepath.Join(tmp, name)
-		require.NoError(t, os.WriteFile(p, []byte(name+"\n"), 0o644))
-		return p
+	// hostRoot makes a fake root whose PID 1 is named comm, with
+	// /run/systemd/system if booted.
+	hostRoot := func(comm string, booted bool) string {
+		root := t.TempDir()
+		require.NoError(t, os.MkdirAll(filepath.Join(root, "proc/1"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(root, "proc/1/comm"), []byte(comm+"\n"), 0o644))
+		if booted {
+			require.NoError(t, os.MkdirAll(filepath.Join(root, "run/systemd/system"), 0o755))
+		}
+		return root
 	}
-	systemd, other := comm("systemd"), comm("vminit")
-	run := filepath.Join(tmp, "run-systemd-system")
-	require.NoError(t, os.Mkdir(run, 0o755))
+	other := hostRoot("vminit", true)
 	for _, c := range []struct {
-		name            string
-		root, comm, run string
-		ok              bool
-		reasonContains  string
+		name           string
+		root, host     string
+		ok             bool
+		reasonContains string
 	}{
-		{"Cgroup2NoSystemd", cgroup2, other, run, true, "is cgroup2 and systemd is not PID 1"},
-		{"Cgroup2SystemdBooted", cgroup2, systemd, run, false, "systemd is PID 1"},
-		{"Cgroup2SystemdCommButNotBooted", cgroup2, systemd, filepath.Join(tmp, "missing"), true, "systemd is not PID 1"},
-		{"NotCgroup2", tmp, other, run, false, "is not cgroup2"},
-		{"Missing", filepath.Join(tmp, "missing"), other, run, false, "cannot statfs"},
+		{"Cgroup2NoSystemd", cgroup2, other, true, `is cgroup2 and systemd is not PID 1 (PID 1 is "vminit", not systemd)`},
+		{"Cgroup2SystemdBooted", cgroup2, hostRoot("systemd", true), false, "systemd is PID 1"},
+		{"Cgroup2SystemdCommButNotBooted", cgroup2, hostRoot("systemd", false), true, "systemd is not PID 1"},
+		{"NotCgroup2", other, other, false, "is not cgroup2"},
+		{"Missing", filepath.Join(other, "missing"), other, false, "cannot statfs"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ok, reason := probe(c.root, c.comm, c.run)
+			ok, reason := probe(c.root, c.host)
 			require.Equal(t, c.ok, ok, reason)
 			require.Contains(t, reason, c.reasonContains)
 		})

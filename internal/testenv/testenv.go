@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cgsem/cgsem/internal/hostinfo"
 	"github.com/cgsem/cgsem/internal/mountinfo"
 )
 
@@ -148,20 +149,10 @@ func RequireCgroup2Controllers(t testing.TB, controllers ...string) string {
 	return dir
 }
 
-// SystemdPID1 reports whether systemd runs as PID 1 of this host (as
-// sd_booted does: /run/systemd/system exists) and why not.
+// SystemdPID1 reports whether systemd runs as PID 1 of this host and
+// booted it, as the drivers' probes decide (hostinfo.Systemd), and why.
 func SystemdPID1() (bool, string) {
-	comm, err := os.ReadFile("/proc/1/comm")
-	if err != nil {
-		return false, "cannot read /proc/1/comm: " + err.Error()
-	}
-	if c := strings.TrimSpace(string(comm)); c != "systemd" {
-		return false, "PID 1 is " + strconv.Quote(c) + ", not systemd"
-	}
-	if _, err := os.Stat("/run/systemd/system"); err != nil {
-		return false, "PID 1 is systemd but /run/systemd/system is missing"
-	}
-	return true, "PID 1 is systemd"
+	return hostinfo.Systemd("/")
 }
 
 // RequireSystemd skips the test unless systemd is PID 1.

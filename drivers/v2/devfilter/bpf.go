@@ -2,6 +2,8 @@ package devfilter
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The bpf(2) system call, for the five commands this package uses. The
+// The bpf(2) system call, for the seven commands this package uses. The
 // attribute structs are prefixes of union bpf_attr (include/uapi/linux/
 // bpf.h); the kernel accepts a shorter attr and treats the rest as zero.
 
@@ -61,9 +63,18 @@ type infoAttr struct {
 // progInfo is the start of struct bpf_prog_info; the kernel fills as much
 // as infoLen asks for.
 type progInfo struct {
-	progType uint32
-	id       uint32
-	tag      [unix.BPF_TAG_SIZE]byte
+	progType      uint32
+	id            uint32
+	tag           [unix.BPF_TAG_SIZE]byte
+	jitedProgLen  uint32
+	xlatedProgLen uint32
+}
+
+// getFDAttr is the BPF_PROG_GET_FD_BY_ID part of bpf_attr.
+type getFDAttr struct {
+	progID    uint32
+	nextID    uint32
+	openFlags uint32
 }
 
 // bpf makes one bpf(2) call, retrying EINTR.
@@ -143,7 +154,10 @@ type Loaded struct {
 	fd  int
 	id  uint32
 	len int
-	key string // the Cache key, for Release
+	tag [unix.BPF_TAG_SIZE]byte
+	// key is the Cache key, for Release; "" for a program the cache does
+	// not hold (one OpenProgram opened, which its opener closes).
+	key string
 }
 
 // ID returns the kernel's id of the program, as BPF_PROG_QUERY and
@@ -188,15 +202,81 @@ func Load(ctx context.Context, p *Program) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Loaded{fd: fd, len: p.Len()}
-	info := progInfo{}
-	iattr := infoAttr{bpfFD: uint32(fd), infoLen: uint32(unsafe.Sizeof(info)), info: ptr{p: unsafe.Pointer(&info)}}
-	if _, err := bpf(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&iattr), unsafe.Sizeof(iattr)); err != nil {
+	info, err := infoOf(fd)
+	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bpf(BPF_OBJ_GET_INFO_BY_FD) of a loaded device program: %w", err)
 	}
-	l.id = info.id
-	return l, nil
+	return &Loaded{fd: fd, id: info.id, len: p.Len(), tag: info.tag}, nil
+}
+
+// infoOf asks the kernel about the program open as fd.
+func infoOf(fd int) (progInfo, error) {
+	var info progInfo
+	attr := infoAttr{bpfFD: uint32(fd), infoLen: uint32(unsafe.Sizeof(info)), info: ptr{p: unsafe.Pointer(&info)}}
+	_, err := bpf(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	return info, err
+}
+
+// OpenProgram opens a descriptor of the loaded program whose id is id
+// (BPF_PROG_GET_FD_BY_ID), as another process's program is reached: ids
+// are what BPF_PROG_QUERY lists and what outlives the process that loaded
+// a program. While the descriptor is open the program stays loaded, so the
+// id keeps naming it. It fails with an error wrapping ENOENT (which
+// matches fs.ErrNotExist) when no program has that id, and with one
+// wrapping semantic.ErrInvalid when that program is not a device program.
+// The caller closes the result; Len is the kernel's translated length, 0 where
+// the kernel does not tell it.
+func OpenProgram(id uint32) (*Loaded, error) {
+	attr := getFDAttr{progID: id}
+	fd, err := bpf(unix.BPF_PROG_GET_FD_BY_ID, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	if err != nil {
+		return nil, fmt.Errorf("bpf(BPF_PROG_GET_FD_BY_ID) program %d: %w", id, err)
+	}
+	info, err := infoOf(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bpf(BPF_OBJ_GET_INFO_BY_FD) of program %d: %w", id, err)
+	}
+	if info.progType != unix.BPF_PROG_TYPE_CGROUP_DEVICE {
+		unix.Close(fd)
+		return nil, fmt.Errorf("program %d is of BPF program type %d, not a device program (type %d): %w",
+			id, info.progType, unix.BPF_PROG_TYPE_CGROUP_DEVICE, semantic.ErrInvalid)
+	}
+	return &Loaded{fd: fd, id: id, len: int(info.xlatedProgLen) / InsnSize, tag: info.tag}, nil
+}
+
+// Runs reports whether the loaded program with id is a device program
+// running p's instructions, as the tag the kernel gave it shows. It fails
+// as OpenProgram does: a program that is gone is an error wrapping ENOENT,
+// one of another type an error wrapping semantic.ErrInvalid.
+func Runs(id uint32, p *Program) (bool, error) {
+	l, err := OpenProgram(id)
+	if err != nil {
+		return false, err
+	}
+	defer l.Close()
+	return l.runs(p), nil
+}
+
+// runs reports whether l's tag is one p loads with.
+func (l *Loaded) runs(p *Program) bool {
+	tags := tagsOf(p)
+	return l.tag == tags[0] || l.tag == tags[1]
+}
+
+// tagsOf returns the tags the kernel may give p once loaded: the first
+// bytes of a hash of its instructions as loaded (it references no map,
+// whose descriptors the hash would skip): SHA-256 on recent kernels
+// (measured on 6.18), SHA-1 on older ones.
+// A loaded program whose tag is neither runs other instructions.
+func tagsOf(p *Program) [2][unix.BPF_TAG_SIZE]byte {
+	code := []byte(p.key())
+	s1, s256 := sha1.Sum(code), sha256.Sum256(code)
+	var out [2][unix.BPF_TAG_SIZE]byte
+	copy(out[0][:], s256[:])
+	copy(out[1][:], s1[:])
+	return out
 }
 
 // loadRetry makes BPF_PROG_LOAD calls until one is not interrupted.
@@ -362,4 +442,6 @@ var (
 	_ [24 - unsafe.Offsetof(queryAttr{}.progCnt)]struct{}
 	_ [unsafe.Sizeof(infoAttr{}) - 16]struct{}
 	_ [16 - unsafe.Sizeof(infoAttr{})]struct{}
+	_ [unsafe.Offsetof(progInfo{}.xlatedProgLen) - 20]struct{}
+	_ [20 - unsafe.Offsetof(progInfo{}.xlatedProgLen)]struct{}
 )

@@ -3,10 +3,10 @@
 // controller, built on golang.org/x/sys/unix alone.
 //
 // It has three layers: Compile, a pure function from rules to
-// instructions; a thin loader (Load, Attach, Detach, Query, Replace) over
-// the bpf(2) system call; and Cache and Filter, which the driver holds to
-// share loaded programs and to keep, per group, the program it attached
-// and the list that program enforces.
+// instructions; a thin loader (Load, OpenProgram, Attach, Detach, Query,
+// Replace) over the bpf(2) system call; and Cache and Filter, which the
+// driver holds to share loaded programs and to keep, per group, the
+// program it attached (or adopted) and the list that program enforces.
 //
 // # Semantics
 //
@@ -68,7 +68,25 @@
 // either. If the old program cannot be detached, the new one is detached
 // again and the group is as it was. A Filter detaches only the program it
 // attached itself, named by the descriptor it loaded, so programs attached
-// by others (systemd, another process, another Filter) are never touched.
+// by others (systemd, another process, another Filter) are never touched,
+// unless it adopted one.
+//
+// # Adoption
+//
+// A program outlives the process that attached it, and a later process
+// has no descriptor of it, only its id (BPF_PROG_QUERY lists ids). So that
+// such a process can still replace a list without a window, Filter.Adopt
+// takes over a program by id, given the list it was recorded as enforcing:
+// it opens the program (BPF_PROG_GET_FD_BY_ID, which needs CAP_SYS_ADMIN),
+// and, holding that descriptor so the id cannot come to name another
+// program, checks that it is a device program (BPF_OBJ_GET_INFO_BY_FD),
+// that its tag (a hash of its instructions) is that of the list's
+// compiled program, and that it is attached to the Filter's cgroup. Only
+// then does the Filter treat it as its own: Set attaches the new program
+// before detaching the adopted one, Remove detaches it. An adopted program
+// is not in the cache (it is not the cache's load of its list); the Filter
+// closes its descriptor when it lets it go. OpenProgram is the first step
+// on its own.
 //
 // # The cache
 //
@@ -89,7 +107,8 @@
 // devfilter never raises RLIMIT_MEMLOCK, which kernels since 5.11 no longer
 // charge BPF memory to. Filter methods return *semantic.Error values naming
 // the group. Every descriptor opened is closed: by Loaded.Close, by the
-// last Cache.Release, or by Cache.Close.
+// last Cache.Release, by Cache.Close, or, for an adopted program, by the
+// Filter that lets it go.
 //
 // # Example
 //

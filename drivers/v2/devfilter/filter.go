@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cgsem/cgsem/semantic"
@@ -15,9 +17,10 @@ import (
 const driverName = "v2"
 
 // Filter is the device filter this package keeps on one cgroup: at most one
-// program it attached there, and the rule list that program enforces (kept
-// for exact read-back). It detaches only that program, never one another
-// process or another Filter attached. It is safe for concurrent use.
+// program it attached there (or adopted, see Adopt), and the rule list that
+// program enforces (kept for exact read-back). It detaches only that
+// program, never one another process or another Filter attached and it did
+// not adopt. It is safe for concurrent use.
 type Filter struct {
 	cache *Cache
 	fd    int
@@ -36,8 +39,9 @@ type Filter struct {
 // NewFilter returns the Filter of the cgroup whose directory is open as
 // cgroupFD; group names it in logs and errors. The Filter borrows the
 // descriptor: keep it open until the Filter is closed. A new Filter has no
-// program: whatever is attached to the cgroup already is left alone. Keep
-// one Filter per cgroup: the kernel refuses to attach one program twice to
+// program: whatever is attached to the cgroup already is left alone,
+// unless Adopt takes over the one an earlier process recorded. Keep one
+// Filter per cgroup: the kernel refuses to attach one program twice to
 // the same cgroup (EEXIST), which two Filters with the same list would try.
 func (c *Cache) NewFilter(cgroupFD int, group string) *Filter {
 	return &Filter{cache: c, fd: cgroupFD, group: group, log: c.log.With("group", group)}
@@ -74,13 +78,100 @@ func (f *Filter) Set(ctx context.Context, d *semantic.Devices) error {
 	return nil
 }
 
-// release gives l back to the cache. It cannot fail but on a bug (a
-// reference not held) or a failing close(2), neither of which changes
-// what the cgroup enforces, so it is logged rather than returned.
+// Adopt makes the program with id, which another process attached to the
+// cgroup and recorded as enforcing d (an earlier run of the v2 driver,
+// say), this Filter's program, as if Set had attached it: a later Set
+// replaces it without a window, Remove detaches it, Devices returns d.
+//
+// It checks, holding a descriptor of the program so that the id cannot
+// come to name another one meanwhile, that the program is a device
+// program, that its instructions are those d compiles to (by the tag the
+// kernel gives them), and that it is attached to this cgroup. When one
+// fails it changes nothing: no program with id, or one not attached here,
+// is ErrNotExist; another program type, or other instructions, is
+// ErrInvalid. It never attaches or detaches anything.
+//
+// Adopting the Filter's own program does nothing. A Filter whose program
+// is still attached refuses (ErrBusy: it would then answer for two
+// programs); one whose program someone detached gives that up first.
+func (f *Filter) Adopt(id uint32, d *semantic.Devices) error {
+	const op = "adopt device filter"
+	p, err := Compile(d)
+	if err != nil {
+		return semantic.Wrap(driverName, op, f.group, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.prog != nil && f.prog.id == id {
+		return nil
+	}
+	l, err := OpenProgram(id)
+	if err != nil {
+		return semantic.Wrap(driverName, op, f.group, err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			l.Close()
+		}
+	}()
+	if !l.runs(p) {
+		tags := tagsOf(p)
+		return semantic.Errorf(semantic.ErrInvalid, op, f.group,
+			"device program %d does not run the instructions of the list %s compiles to (tag %x, want %x or %x)",
+			id, describe(d), l.tag, tags[0], tags[1])
+	}
+	ids, err := Query(f.fd)
+	if err != nil {
+		return semantic.Wrap(driverName, op, f.group, err)
+	}
+	if !slices.Contains(ids, id) {
+		return semantic.Errorf(semantic.ErrNotExist, op, f.group,
+			"device program %d is not attached to the group (attached: %v)", id, ids)
+	}
+	if f.prog != nil {
+		if slices.Contains(ids, f.prog.id) {
+			return semantic.Errorf(semantic.ErrBusy, op, f.group,
+				"this filter's own device program %d is still attached; remove it before adopting program %d", f.prog.id, id)
+		}
+		f.log.Trace("gave up device program detached by someone else", "id", f.prog.id)
+		f.release(f.prog)
+	}
+	l.len = p.Len()
+	f.prog = l
+	f.rules = &semantic.Devices{Default: d.Default, Rules: slices.Clone(d.Rules)}
+	keep = true
+	f.log.Trace("adopted device program", "id", id)
+	return nil
+}
+
+// describe renders d for messages: "deny; allow c 1:3 rwm".
+func describe(d *semantic.Devices) string {
+	var b strings.Builder
+	b.WriteString(string(d.Default))
+	for _, r := range d.Rules {
+		b.WriteString("; ")
+		b.WriteString(r.String())
+	}
+	return strconv.Quote(b.String())
+}
+
+// release gives l up, logging rather than returning an error: it cannot
+// fail but on a bug (a reference not held) or a failing close(2), neither
+// of which changes what the cgroup enforces.
 func (f *Filter) release(l *Loaded) {
-	if err := f.cache.Release(l); err != nil {
+	if err := f.drop(l); err != nil {
 		f.log.Warn("release device program", "id", l.id, "error", err)
 	}
+}
+
+// drop gives l back to the cache, or closes it if the Filter adopted it
+// (the cache never held an adopted program: it has its own descriptor).
+func (f *Filter) drop(l *Loaded) error {
+	if l.key == "" {
+		return l.Close()
+	}
+	return f.cache.Release(l)
 }
 
 func idOf(l *Loaded) uint32 {
@@ -141,7 +232,7 @@ func (f *Filter) Remove() error {
 		return semantic.Wrap(driverName, "detach device filter", f.group, err)
 	}
 	f.log.Trace("detached device program", "id", f.prog.id)
-	err := f.cache.Release(f.prog)
+	err := f.drop(f.prog)
 	f.prog, f.rules = nil, nil
 	if err != nil {
 		return semantic.Wrap(driverName, "release device filter", f.group, err)
@@ -149,17 +240,18 @@ func (f *Filter) Remove() error {
 	return nil
 }
 
-// Close gives the Filter's program back to the cache without detaching
-// it: the kernel keeps enforcing it until the cgroup is removed (rmdir
-// releases it). Call Remove first to lift the filter; a later Filter on the
-// same cgroup has no handle on this program and leaves it attached.
+// Close gives the Filter's program back to the cache (or closes the
+// descriptor of an adopted one) without detaching it: the kernel keeps
+// enforcing it until the cgroup is removed (rmdir releases it). Call
+// Remove first to lift the filter; a later Filter on the same cgroup
+// leaves the program attached unless it adopts it.
 func (f *Filter) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.prog == nil {
 		return nil
 	}
-	err := f.cache.Release(f.prog)
+	err := f.drop(f.prog)
 	f.prog, f.rules = nil, nil
 	if err != nil {
 		return semantic.Wrap(driverName, "release device filter", f.group, err)
