@@ -288,7 +288,8 @@ func parseDeviceNode(s string) (DeviceRule, error) {
 func StatDevice(path string) (DeviceType, int64, int64, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return 0, 0, 0, &Error{Op: "stat device", Group: path, Kind: classify(err), Err: err}
+		// Quoted: the path is the caller's input and may hold any byte.
+		return 0, 0, 0, &Error{Op: "stat device", Group: fmt.Sprintf("%q", path), Kind: classify(err), Err: err}
 	}
 	var typ DeviceType
 	switch st.Mode & unix.S_IFMT {

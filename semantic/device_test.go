@@ -150,7 +150,7 @@ func TestParseDeviceRule(t *testing.T) {
 		{name: "node with empty access", in: "/dev/null:", kind: semantic.ErrInvalid, why: "empty"},
 		{name: "regular file", in: n.regular, kind: semantic.ErrInvalid, why: "not a character or block device node"},
 		{name: "directory", in: n.dir, kind: semantic.ErrInvalid, why: "not a character or block device node"},
-		{name: "missing node", in: "/nonexistent-cgsem-test/dev", kind: semantic.ErrNotExist, why: "stat device on /nonexistent-cgsem-test/dev"},
+		{name: "missing node", in: "/nonexistent-cgsem-test/dev", kind: semantic.ErrNotExist, why: `stat device on "/nonexistent-cgsem-test/dev"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,7 +30,7 @@ func ParseIOLimit(s string) (IOLimit, error) {
 			return IOLimit{}, err
 		}
 		if typ != BlockDevice {
-			return IOLimit{}, invalidf("IO limit %q: %s is not a block device", s, dev)
+			return IOLimit{}, invalidf("IO limit %q: %q is not a block device", s, dev)
 		}
 		l.Major, l.Minor = maj, min
 	} else {

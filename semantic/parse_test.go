@@ -52,7 +52,7 @@ func TestParseIOLimit(t *testing.T) {
 		{name: "IOs equal to Unlimited", in: "8:0:wiops=18446744073709551615", kind: semantic.ErrInvalid, why: "whole number of IOs"},
 		{name: "empty value", in: "8:0:rbps=", kind: semantic.ErrInvalid, why: "want a number"},
 		{name: "trailing comma", in: "8:0:rbps=1,", kind: semantic.ErrInvalid, why: `"" is not KEY=VALUE`},
-		{name: "char node", in: "/dev/null:rbps=1", kind: semantic.ErrInvalid, why: "/dev/null is not a block device"},
+		{name: "char node", in: "/dev/null:rbps=1", kind: semantic.ErrInvalid, why: `"/dev/null" is not a block device`},
 		{name: "missing node", in: "/nonexistent-cgsem-test:rbps=1", kind: semantic.ErrNotExist, why: "stat device"},
 	}
 	for _, tt := range tests {
