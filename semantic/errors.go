@@ -111,8 +111,12 @@ func classify(err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		switch errno {
-		case syscall.ENOENT, syscall.ESRCH, syscall.ENODEV, syscall.ENXIO:
+		case syscall.ENOENT, syscall.ESRCH, syscall.ENXIO:
 			return ErrNotExist
+		case syscall.ENODEV:
+			// From a cgroup write, ENODEV means the value names a device
+			// the kernel does not have (io.max, blkio.throttle.*).
+			return ErrInvalid
 		case syscall.EEXIST:
 			return ErrExist
 		case syscall.EINVAL, syscall.ERANGE, syscall.ENAMETOOLONG:
@@ -143,6 +147,13 @@ func classify(err error) error {
 }
 
 func invalidf(format string, args ...any) error {
+	for i, a := range args {
+		// A nested validation error contributes its reason, not a second
+		// "cgsem: validate:" prefix in the middle of the message.
+		if e, ok := a.(*Error); ok && e.Op == "validate" && e.Driver == "" && e.Err != nil {
+			args[i] = e.Err
+		}
+	}
 	return &Error{Op: "validate", Kind: ErrInvalid, Err: fmt.Errorf(format, args...)}
 }
 

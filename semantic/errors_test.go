@@ -113,7 +113,7 @@ func TestClassify(t *testing.T) {
 		{"plain error", errors.New("x"), nil},
 		{"ENOENT", unix.ENOENT, semantic.ErrNotExist},
 		{"ESRCH: no such process", unix.ESRCH, semantic.ErrNotExist},
-		{"ENODEV", unix.ENODEV, semantic.ErrNotExist},
+		{"ENODEV", unix.ENODEV, semantic.ErrInvalid},
 		{"ENXIO", unix.ENXIO, semantic.ErrNotExist},
 		{"EEXIST", unix.EEXIST, semantic.ErrExist},
 		{"EINVAL", unix.EINVAL, semantic.ErrInvalid},
