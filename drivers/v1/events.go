@@ -65,6 +65,12 @@ type watcher struct {
 	oomKills          uint64
 	efd               *os.File // the OOM eventfd, nil without
 	gone              bool
+
+	// A group at its limit signals OOM thousands of times a second; one
+	// EventOOM per poll interval carries the count of notifications so far,
+	// so the flood cannot push the OOM-kill event out of the buffer.
+	ooms, oomsSent  uint64
+	oomSentThisTick bool
 }
 
 // sample reads the state events are edges of.
@@ -177,12 +183,24 @@ func (w *watcher) run(ctx context.Context, oom <-chan struct{}) {
 				w.gone = true
 				continue
 			}
-			w.emit(semantic.EventOOM, 0)
+			w.ooms++
+			if !w.oomSentThisTick {
+				w.sendOOM()
+			}
 			w.poll()
 		case <-tick.C:
+			if w.ooms > w.oomsSent {
+				w.sendOOM()
+			}
+			w.oomSentThisTick = false
 			w.poll()
 		}
 	}
+}
+
+func (w *watcher) sendOOM() {
+	w.emit(semantic.EventOOM, w.ooms)
+	w.oomsSent, w.oomSentThisTick = w.ooms, true
 }
 
 func (w *watcher) exists() bool {
