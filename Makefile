@@ -6,9 +6,10 @@ GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 10s
 VM_PKGS   ?= ./test/vm/probe ./drivers/v2/...
+VM_SYSTEMD_PKGS ?= ./test/vm/sdprobe
 GOFLAGS_TEST ?= -race -count=1
 
-.PHONY: all build test test-vm test-all lint fmt vet depcheck bench fuzz cover clean
+.PHONY: all build test test-vm test-vm-v2 test-vm-systemd test-all lint fmt vet depcheck bench fuzz cover clean
 
 all: build
 
@@ -20,9 +21,15 @@ build:
 test:
 	@set -o pipefail; $(GO) test $(GOFLAGS_TEST) -json $(PKGS) | $(GO) run ./test/testsum -label host
 
-## test-vm: the cgroup v2 VM lane (pure v2 kernel under qemu); installs what it needs.
-test-vm:
+## test-vm: the VM lanes (pure cgroup v2 kernel under qemu: with a Go /init,
+## and with systemd as PID 1 on a debootstrap'd root); install what they need.
+test-vm: test-vm-v2 test-vm-systemd
+
+test-vm-v2:
 	test/vm/lane.sh $(VM_PKGS)
+
+test-vm-systemd:
+	test/vm/lane.sh --systemd $(VM_SYSTEMD_PKGS)
 
 ## test-all: the whole suite, as CI runs it.
 test-all: lint test fuzz test-vm

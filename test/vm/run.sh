@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # run.sh: boot the lane's VM on an initramfs from build.sh and report.
 #
-# usage: test/vm/run.sh [INITRAMFS] [-- EXTRA QEMU ARGS...]
+# usage: test/vm/run.sh [--systemd ROOTIMG TESTIMG] [INITRAMFS] [-- EXTRA QEMU ARGS...]
 #        (default INITRAMFS: VMDIR/initramfs.cpio)
+#   --systemd  boot systemd from ROOTIMG (rootfs.sh) with the tests on TESTIMG
+#              (build.sh --systemd --disk): both attached as virtio disks
+#              (/dev/vda, /dev/vdb) with snapshot=on, so the guest's writes
+#              never reach the files, and root=/dev/vda rw on the command line
 # env:   CGSEM_VM_DIR      VMDIR (default /var/tmp/cgsem-vm; kernel from setup.sh)
 #        CGSEM_VM_OUT      where console.log and results.txt go (default VMDIR/out)
 #        CGSEM_VM_TIMEOUT  host-side limit for the whole boot, seconds (default 1200)
@@ -23,6 +27,23 @@ set -uo pipefail
 
 vmdir=${CGSEM_VM_DIR:-/var/tmp/cgsem-vm}
 initrd=$vmdir/initramfs.cpio
+disks=() mode_append=''
+if [ "${1:-}" = --systemd ]; then
+	[ $# -ge 3 ] || { echo "run: --systemd needs ROOTIMG and TESTIMG" >&2; exit 2; }
+	for f in "$2" "$3"; do
+		[ -f "$f" ] || { echo "run: $f missing (run rootfs.sh and build.sh --systemd)" >&2; exit 2; }
+		case $f in *,*) echo "run: a comma in $f would end qemu's -drive option" >&2; exit 2 ;; esac
+		# cache=unsafe: snapshot=on puts the guest's writes in a throwaway
+		# overlay, so flushing them to the host's disk buys nothing.
+		disks+=(-drive "file=$f,format=raw,if=virtio,snapshot=on,cache=unsafe")
+	done
+	# vminit, not the kernel, mounts the root (the initramfs has /init);
+	# root= and rw say the same for systemd and for a person reading the
+	# command line. systemd's boot status goes to the console, which run.sh
+	# shows on failure; the journal stays off it.
+	mode_append="root=/dev/vda rw systemd.journald.forward_to_console=0"
+	shift 3
+fi
 if [ $# -gt 0 ] && [ "$1" != -- ]; then initrd=$1; shift; fi
 [ $# -gt 0 ] && [ "$1" = -- ] && shift
 out=${CGSEM_VM_OUT:-$vmdir/out}
@@ -39,13 +60,14 @@ rm -f "$console" "$results" "$out/qemu.log"
 : >"$console"
 
 # cgroup_no_v1=all: every controller is free for the unified hierarchy.
-# systemd.unified_cgroup_hierarchy=1 is for a systemd root later; harmless now.
+# systemd.unified_cgroup_hierarchy=1 is for the systemd root; harmless
+# without one.
 # loglevel=4 keeps info-level chatter (and its cost under TCG) off the console
 # while errors such as the OOM killer's report still show; panic=-1 with
 # -no-reboot ends qemu at once if /init dies. mitigations=off: this guest
 # runs only our tests, and page-table isolation makes every syscall flush
 # TCG's software TLB.
-append="console=ttyS0 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 panic=-1 loglevel=4 mitigations=off ${CGSEM_VM_APPEND:-}"
+append="console=ttyS0 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 panic=-1 loglevel=4 mitigations=off $mode_append ${CGSEM_VM_APPEND:-}"
 
 start=$(date +%s.%N)
 # ttyS0 (console) and ttyS1 (protocol) both go to files; nothing uses stdio,
@@ -54,7 +76,7 @@ timeout --kill-after=15 "$limit" \
 	qemu-system-x86_64 -accel "${CGSEM_VM_ACCEL:-tcg}" -m "${CGSEM_VM_MEM:-2048}" -smp "${CGSEM_VM_SMP:-2}" \
 	-nographic -monitor none -no-reboot -nic none \
 	-kernel "$kernel" -initrd "$initrd" -append "$append" \
-	-serial "file:$console" -serial "file:$results" "$@" \
+	-serial "file:$console" -serial "file:$results" ${disks[@]+"${disks[@]}"} "$@" \
 	</dev/null >"$out/qemu.log" 2>&1 &
 qpid=$!
 

@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # setup.sh: install what the cgroup-v2 VM lane needs, from Debian packages only.
 #
-# usage: test/vm/setup.sh [VMDIR]        (default $CGSEM_VM_DIR or /var/tmp/cgsem-vm)
+# usage: test/vm/setup.sh [--systemd] [VMDIR]   (default $CGSEM_VM_DIR or /var/tmp/cgsem-vm)
+#   --systemd  also prepare the systemd lane: debootstrap and e2fsprogs from
+#              apt, then rootfs.sh (VMDIR/systemd/root.img, cached)
 # env:   CGSEM_VM_KFLAVOUR  kernel flavour, default cloud-amd64 (LZ4 image; the
 #                           generic "amd64" is XZ and boots 5-7 s slower under TCG)
+#        and rootfs.sh's (CGSEM_VM_SUITE, CGSEM_VM_MIRROR, CGSEM_VM_PACKAGES)
 #
 # Result (cached, idempotent; a second run does nothing and prints the same):
 #   qemu-system-x86_64 on PATH (apt, --no-install-recommends)
 #   VMDIR/kernel/vmlinuz, VMDIR/kernel/config, VMDIR/kernel/version
-#   VMDIR/kernel/modules/*.ko  (brd for a RAM block device; virtio_* for a
-#                               future root disk)
+#   VMDIR/kernel/modules/*.ko  (brd for a RAM block device; virtio_* for the
+#                               systemd lane's disks)
 # The kernel is taken out of the .deb with dpkg-deb: nothing is installed into
 # the host's /boot or /lib/modules, nothing is mounted, no cgroup is written.
 # The package mirror is whatever the machine's apt sources say.
 set -euo pipefail
 
+systemd=
+if [ "${1:-}" = --systemd ]; then systemd=1; shift; fi
 vmdir=${1:-${CGSEM_VM_DIR:-/var/tmp/cgsem-vm}}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 flavour=${CGSEM_VM_KFLAVOUR:-cloud-amd64}
 # Modules the lane may load, as paths below lib/modules/<ver>/kernel/drivers.
 modules="block/brd virtio/virtio virtio/virtio_ring virtio/virtio_pci_modern_dev
@@ -54,6 +60,20 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 	log "installing qemu-system-x86"
 	apt_get install -y -qq --no-install-recommends qemu-system-x86 >"$vmdir/apt.log" ||
 		{ tail -n 30 "$vmdir/apt.log" >&2; exit 1; }
+fi
+
+# The systemd lane builds its root with debootstrap and packs it with
+# mkfs.ext4 -d (e2fsprogs 1.43 or later).
+if [ -n "$systemd" ]; then
+	need=()
+	command -v debootstrap >/dev/null || need+=(debootstrap)
+	command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+	if [ ${#need[@]} -gt 0 ]; then
+		apt_update
+		log "installing ${need[*]}"
+		apt_get install -y -qq --no-install-recommends "${need[@]}" >"$vmdir/apt.log" ||
+			{ tail -n 30 "$vmdir/apt.log" >&2; exit 1; }
+	fi
 fi
 
 kdir=$vmdir/kernel
@@ -102,5 +122,12 @@ for opt in CONFIG_CGROUPS CONFIG_MEMCG CONFIG_CGROUP_PIDS CONFIG_BLK_CGROUP CONF
 	CONFIG_CGROUP_BPF CONFIG_BPF_SYSCALL CONFIG_DEVTMPFS CONFIG_SERIAL_8250_CONSOLE CONFIG_BLK_DEV_INITRD; do
 	grep -q "^$opt=y" "$kdir/config" || { log "kernel $(cat "$kdir/version") lacks $opt=y"; exit 1; }
 done
+
+# The root is built after the setup lock is released: rootfs.sh has a lock
+# of its own, and a lane of the other mode need not wait for debootstrap.
+if [ -n "$systemd" ]; then
+	flock -u 9
+	"$here/rootfs.sh" "$vmdir"
+fi
 
 echo "setup: qemu $(qemu-system-x86_64 --version | awk 'NR==1{print $4}'), kernel $(cat "$kdir/version") in $kdir, modules: $(find "$kdir/modules" -name '*.ko' -printf '%f\n' | sort | tr '\n' ' ')"

@@ -24,6 +24,22 @@
 //
 // The layout of the initramfs is written by build.sh: /test/manifest (see
 // parseManifest), the binaries under /test/bin, modules under /modules.
+//
+// The systemd lane uses vminit twice. As PID 1 of the initramfs it loads
+// the virtio modules, mounts the root disk and the test disk (at /test of
+// the new root), and hands PID 1 over to systemd (the manifest's
+// switchroot). Once the VM is up, the root's cgsem-vmtest.service runs
+// "/test/vminit runner /test/manifest": the same runs, the same protocol,
+// with these differences (see runner):
+//
+//   - each binary runs in a leaf of the service's delegated cgroup
+//     (test-NN), not in the root cgroup;
+//   - CGSEM_VM_SYSTEMD=1 is set beside CGSEM_VM=1;
+//   - leftovers are killed through that leaf (cgroup.kill), not with
+//     kill(-1), which would hit systemd's own processes; units a binary
+//     left failed count as leaks, like new cgroups anywhere in the tree;
+//   - at the end it exits, and the unit's SuccessAction or FailureAction
+//     powers the VM off.
 package main
 
 import (
@@ -38,10 +54,12 @@ import (
 
 const manifestPath = "/test/manifest"
 
-// init1 is the state of the one run of PID 1.
+// init1 is the state of the one run of PID 1, or of the runner.
 type init1 struct {
 	console io.Writer // ttyS0, via the kernel's /dev/console
 	results *os.File  // ttyS1 in raw mode; nil if it could not be opened
+	// cg is the runner's delegated cgroup; nil when this is PID 1.
+	cg *delegation
 }
 
 func (in *init1) logf(format string, a ...any) {
@@ -64,11 +82,15 @@ func (in *init1) protocol(format string, a ...any) {
 // finish reports the exit code and powers off; it never returns. With
 // panic=-1 and qemu's -no-reboot, anything that kills PID 1 instead also
 // ends the VM, and run.sh reports the missing VMTEST_EXIT as a crash.
+// The runner exits instead, and systemd powers off.
 func (in *init1) finish(code int) {
 	in.protocol("VMTEST_EXIT=%d", code)
 	drain(in.results)
 	drain(os.Stdout)
 	unix.Sync()
+	if os.Getpid() != 1 {
+		os.Exit(min(code, 255))
+	}
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	for {
 		time.Sleep(time.Hour)
@@ -82,6 +104,14 @@ func (in *init1) fatal(format string, a ...any) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "runner" {
+		path := manifestPath
+		if len(os.Args) > 2 {
+			path = os.Args[2]
+		}
+		runner(path)
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "vminit: this is the VM's /init and runs only as PID 1")
 		os.Exit(2)
@@ -116,7 +146,11 @@ func main() {
 		in.fatal("%v", err)
 	}
 	in.loadModules(m.modules)
-	enabled, err := in.enableControllers(m.controllers)
+	if m.root != nil {
+		err := in.switchRoot(m)
+		in.fatal("switch root: %v", err)
+	}
+	enabled, err := in.enableControllers(cgroupRoot, m.controllers)
 	if err != nil {
 		in.fatal("%v", err)
 	}

@@ -20,17 +20,36 @@ import (
 //	env <NAME=value>
 //	dir <path>                       its working directory (default: its
 //	                                 TMPDIR), as go test's package directory
+//	switchroot <dev> <fstype> <init> instead of runs: mount dev as the new
+//	                                 root and hand PID 1 over to its init
+//	mount <dev> <dir> <fstype> [opts]  with switchroot: also mount dev at
+//	                                 dir of the new root first (opts: ro or
+//	                                 rw, then data for the filesystem)
 //
 // An argument is the whole rest of its line, so it may contain spaces;
 // it cannot contain a newline (build.sh refuses those).
+//
+// The systemd lane has two manifests at the same path: the initramfs's
+// (modules, switchroot, mount) for PID 1, and the test disk's (controllers
+// and runs) for the runner that systemd starts once the VM is up.
 type manifest struct {
 	controllers []string // nil: all available; empty: none
 	modules     []module
 	runs        []testRun
+	root        *newRoot
+	mounts      []diskMount
 }
 
 type module struct {
 	path, params string
+}
+
+type newRoot struct {
+	device, fstype, init string
+}
+
+type diskMount struct {
+	device, dir, fstype, options string
 }
 
 type testRun struct {
@@ -74,6 +93,32 @@ func parseManifest(r io.Reader) (*manifest, error) {
 				err = fmt.Errorf("run needs a path")
 			}
 			m.runs = append(m.runs, testRun{path: rest})
+		case "switchroot":
+			f := strings.Fields(rest)
+			switch {
+			case len(f) != 3:
+				err = fmt.Errorf("switchroot needs a device, a filesystem type and an init")
+			case m.root != nil:
+				err = fmt.Errorf("a second switchroot")
+			case !strings.HasPrefix(f[2], "/"):
+				err = fmt.Errorf("switchroot init %q is not an absolute path", f[2])
+			default:
+				m.root = &newRoot{device: f[0], fstype: f[1], init: f[2]}
+			}
+		case "mount":
+			f := strings.Fields(rest)
+			switch {
+			case len(f) != 3 && len(f) != 4:
+				err = fmt.Errorf("mount needs a device, a directory, a filesystem type and maybe options")
+			case !strings.HasPrefix(f[1], "/") || f[1] == "/":
+				err = fmt.Errorf("mount directory %q is not an absolute path below the root", f[1])
+			default:
+				d := diskMount{device: f[0], dir: f[1], fstype: f[2]}
+				if len(f) == 4 {
+					d.options = f[3]
+				}
+				m.mounts = append(m.mounts, d)
+			}
 		case "arg", "env", "dir":
 			if len(m.runs) == 0 {
 				err = fmt.Errorf("%s before any run", key)
@@ -100,7 +145,12 @@ func parseManifest(r io.Reader) (*manifest, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(m.runs) == 0 {
+	switch {
+	case m.root != nil && len(m.runs) > 0:
+		return nil, fmt.Errorf("manifest has both switchroot and runs: the runs belong on the new root")
+	case m.root == nil && len(m.mounts) > 0:
+		return nil, fmt.Errorf("manifest mounts disks but has no switchroot")
+	case m.root == nil && len(m.runs) == 0:
 		return nil, fmt.Errorf("manifest names no test binary")
 	}
 	return m, nil

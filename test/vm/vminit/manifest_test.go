@@ -47,6 +47,26 @@ func TestParseManifest(t *testing.T) {
 		{name: "unknown directive", in: "rnu /t\n", wantErr: `unknown directive "rnu"`},
 		{name: "no binary", in: "controllers all\n", wantErr: "names no test binary"},
 		{name: "bare controllers", in: "controllers\nrun /t\n", wantErr: "line 1: controllers needs"},
+		{
+			name: "switch to a systemd root with a test disk",
+			in: "module /modules/virtio_blk.ko\nswitchroot /dev/vda ext4 /lib/systemd/systemd\n" +
+				"mount /dev/vdb /test ext4 rw\nmount /dev/vdc /data xfs\n",
+			want: &manifest{
+				modules: []module{{path: "/modules/virtio_blk.ko"}},
+				root:    &newRoot{device: "/dev/vda", fstype: "ext4", init: "/lib/systemd/systemd"},
+				mounts: []diskMount{
+					{device: "/dev/vdb", dir: "/test", fstype: "ext4", options: "rw"},
+					{device: "/dev/vdc", dir: "/data", fstype: "xfs"},
+				},
+			},
+		},
+		{name: "switchroot and runs", in: "switchroot /dev/vda ext4 /sbin/init\nrun /t\n", wantErr: "both switchroot and runs"},
+		{name: "second switchroot", in: "switchroot /dev/vda ext4 /sbin/init\nswitchroot /dev/vdb ext4 /sbin/init\n", wantErr: "line 2: a second switchroot"},
+		{name: "switchroot without init", in: "switchroot /dev/vda ext4\n", wantErr: "line 1: switchroot needs"},
+		{name: "relative init", in: "switchroot /dev/vda ext4 sbin/init\n", wantErr: "not an absolute path"},
+		{name: "mount without switchroot", in: "mount /dev/vdb /test ext4\nrun /t\n", wantErr: "no switchroot"},
+		{name: "mount over the root", in: "switchroot /dev/vda ext4 /sbin/init\nmount /dev/vdb / ext4\n", wantErr: "line 2: mount directory"},
+		{name: "mount with too many fields", in: "switchroot /dev/vda ext4 /sbin/init\nmount /dev/vdb /t ext4 ro x\n", wantErr: "line 2: mount needs"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,6 +27,10 @@ const killGrace = 60 * time.Second
 // this long; a straggler that escaped the kill may hold the pipe open.
 const drainGrace = 5 * time.Second
 
+// settleGrace is how long systemd gets to remove what a binary stopped
+// just before it exited.
+const settleGrace = 5 * time.Second
+
 // fanout copies test output to every sink, ignoring a sink's error so a
 // broken console cannot starve the protocol port, and counts results.
 type fanout struct {
@@ -110,7 +114,25 @@ func (in *init1) execute(i int, r testRun, base []string, out *fanout) (code, le
 		out.note("open %s: %v", os.DevNull, err)
 		return 126, 0
 	}
-	before := cgroupsNow()
+	sys := &syscall.SysProcAttr{Setpgid: true}
+	var leaf string
+	if in.cg != nil {
+		// Under systemd the binary starts in a fresh leaf of the runner's
+		// delegated cgroup (clone3 with CLONE_INTO_CGROUP), so whatever
+		// it leaves running can be found and killed there.
+		var fd int
+		leaf, fd, err = in.cg.leaf(i)
+		if err != nil {
+			pw.Close()
+			devnull.Close()
+			out.note("%v", err)
+			return 126, 0
+		}
+		defer unix.Close(fd)
+		defer in.cg.remove(leaf)
+		sys.UseCgroupFD, sys.CgroupFD = true, fd
+	}
+	before := in.snapshot()
 	dir := tmp
 	if r.dir != "" {
 		dir = r.dir
@@ -119,7 +141,7 @@ func (in *init1) execute(i int, r testRun, base []string, out *fanout) (code, le
 		Dir:   dir,
 		Env:   env,
 		Files: []*os.File{devnull, pw, pw},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
+		Sys:   sys,
 	})
 	pw.Close()
 	devnull.Close()
@@ -155,20 +177,42 @@ func (in *init1) execute(i int, r testRun, base []string, out *fanout) (code, le
 		defer t.Stop()
 	}
 	ws, err := in.waitFor(pid)
-	// Every binary starts in a VM with no process but PID 1: whatever
-	// this one left running, in any session or cgroup, goes now.
-	// kill(-1) signals every process but the caller.
-	unix.Kill(-1, unix.SIGKILL)
+	// Tests must remove what they create; a group left behind fails the
+	// lane even when the binary's own leak check missed it.
+	var left []string
+	if in.cg == nil {
+		// Every binary starts in a VM with no process but PID 1: whatever
+		// this one left running, in any session or cgroup, goes now.
+		// kill(-1) signals every process but the caller.
+		unix.Kill(-1, unix.SIGKILL)
+	} else {
+		// Looked for before the kill: a scope holding a leftover process
+		// would go with it (systemd collects an emptied scope) and so
+		// hide the leak.
+		left = in.leftovers(before)
+		// systemd and its services are not the binary's to kill: only
+		// its process group and its leaf go. A unit it left running is
+		// stopped below.
+		unix.Kill(-pid, unix.SIGKILL)
+		if kerr := in.cg.kill(leaf, drainGrace); kerr != nil {
+			out.note("%v", kerr)
+		}
+	}
 	if n := in.reapAll(drainGrace); n > 0 {
 		out.note("%s left %d process(es) running; killed them", filepath.Base(r.path), n)
 	}
 	pr.SetReadDeadline(time.Now().Add(drainGrace))
 	<-copied
-	// Tests must remove what they create; a group left behind fails the
-	// lane even when the binary's own leak check missed it.
-	left := newCgroups(before)
+	if in.cg == nil {
+		left = in.leftovers(before)
+	}
 	if len(left) > 0 {
-		out.note("%s left cgroups behind: %s", filepath.Base(r.path), strings.Join(left, " "))
+		out.note("%s left behind: %s", filepath.Base(r.path), strings.Join(left, " "))
+		if in.cg != nil {
+			// The next binary must start on a clean system.
+			in.cg.clean(left)
+			in.reapAll(drainGrace)
+		}
 	}
 	switch {
 	case err != nil:
@@ -218,6 +262,46 @@ func (in *init1) reapAll(limit time.Duration) int {
 		default:
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// state is what a binary could leave behind, taken before it starts.
+type state struct {
+	cgroups map[string]bool
+	failed  map[string]bool // systemd units in the failed state (runner only)
+}
+
+func (in *init1) snapshot() state {
+	s := state{cgroups: cgroupsNow()}
+	if in.cg != nil {
+		s.failed = failedUnits()
+	}
+	return s
+}
+
+// leftovers names what exists now and did not before the binary: cgroups
+// (as paths below the root), and under systemd also failed units
+// ("unit:NAME"). systemd removes a stopped unit's cgroup and collects an
+// inactive unit asynchronously, so there a leftover gets a few seconds to
+// go before it counts.
+func (in *init1) leftovers(before state) []string {
+	deadline := time.Now().Add(settleGrace)
+	for {
+		left := newCgroups(before.cgroups)
+		// Without a list from before (systemctl failed then), every
+		// failed unit would look new.
+		if in.cg != nil && before.failed != nil {
+			for u := range failedUnits() {
+				if !before.failed[u] {
+					left = append(left, "unit:"+u)
+				}
+			}
+			slices.Sort(left)
+		}
+		if len(left) == 0 || in.cg == nil || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -133,11 +133,11 @@ func (in *init1) loadModules(mods []module) {
 	}
 }
 
-// enableControllers writes each wanted controller into the root's
+// enableControllers writes each wanted controller into dir's
 // cgroup.subtree_control, one write per controller so one refusal does not
-// hide the others. want nil means every controller the kernel offers.
-func (in *init1) enableControllers(want []string) (enabled string, err error) {
-	b, err := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers"))
+// hide the others. want nil means every controller dir offers.
+func (in *init1) enableControllers(dir string, want []string) (enabled string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return "", err
 	}
@@ -147,17 +147,17 @@ func (in *init1) enableControllers(want []string) (enabled string, err error) {
 	}
 	var failed []string
 	for _, c := range want {
-		if werr := os.WriteFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"), []byte("+"+c), 0); werr != nil {
+		if werr := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0); werr != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", c, werr))
 		}
 	}
-	b, rerr := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"))
+	b, rerr := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
 	if rerr != nil {
 		return "", rerr
 	}
 	enabled = strings.Join(strings.Fields(string(b)), " ")
-	in.logf("cgroup.controllers: %s", strings.Join(avail, " "))
-	in.logf("cgroup.subtree_control: %s", enabled)
+	in.logf("%s cgroup.controllers: %s", dir, strings.Join(avail, " "))
+	in.logf("%s cgroup.subtree_control: %s", dir, enabled)
 	if len(failed) > 0 {
 		return enabled, fmt.Errorf("enable controllers: %s", strings.Join(failed, "; "))
 	}
