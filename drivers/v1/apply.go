@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ type step struct {
 // before a change: validation, capabilities, and what v1 cannot express.
 type prepared struct {
 	res     *semantic.Resources // normalized
-	devices *devState           // compiled Devices, if set
+	devices *compiled           // compiled Devices, if set
 }
 
 func (d *Driver) prepare(p semantic.Path, res *semantic.Resources) (*prepared, error) {
@@ -46,6 +47,12 @@ func (d *Driver) prepare(p semantic.Path, res *semantic.Resources) (*prepared, e
 		return nil, withGroup(err, p)
 	}
 	out := &prepared{res: res.Normalize(d.pageSize)}
+	if res.IO != nil && res.IO.Limits != nil {
+		// Normalize drops a device whose figures are all 0, which in a
+		// request means "remove this device's limits": plan from the
+		// request's own list.
+		out.res.IO.Limits = slices.Clone(res.IO.Limits)
+	}
 	if m := res.Memory; m != nil {
 		var soft []string
 		for _, f := range []struct {
@@ -68,11 +75,11 @@ func (d *Driver) prepare(p semantic.Path, res *semantic.Resources) (*prepared, e
 		}
 	}
 	if res.Devices != nil {
-		s, err := compileDevices(res.Devices)
+		c, err := d.devs.compile(res.Devices)
 		if err != nil {
 			return nil, withGroup(err, p)
 		}
-		out.devices = &s
+		out.devices = c
 	}
 	return out, nil
 }
@@ -115,6 +122,26 @@ type current struct {
 	cache map[string]string // "key/file" -> trimmed content
 }
 
+// remember caches a file's content, as read or seeded.
+func (c *current) remember(h *hier, name, value string) {
+	if c.cache == nil {
+		c.cache = map[string]string{}
+	}
+	c.cache[h.key+"/"+name] = value
+}
+
+// cached looks a file up in the cache; the key is built on the stack, as
+// a map index by string(bytes) does not allocate.
+func (c *current) cached(h *hier, name string) (string, bool) {
+	if len(c.cache) == 0 {
+		return "", false
+	}
+	var buf [128]byte
+	key := append(append(append(buf[:0], h.key...), '/'), name...)
+	v, ok := c.cache[string(key)]
+	return v, ok
+}
+
 // defaults a new group has, for the files whose old value orders writes.
 var freshDefaults = map[string]string{
 	"memory.limit_in_bytes":       "-1",
@@ -129,8 +156,7 @@ var freshDefaults = map[string]string{
 }
 
 func (c *current) read(h *hier, name string) (string, error) {
-	key := h.key + "/" + name
-	if v, ok := c.cache[key]; ok {
+	if v, ok := c.cached(h, name); ok {
 		return v, nil
 	}
 	if c.fresh {
@@ -145,10 +171,7 @@ func (c *current) read(h *hier, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if c.cache == nil {
-		c.cache = map[string]string{}
-	}
-	c.cache[key] = v
+	c.remember(h, name, v)
 	return v, nil
 }
 
@@ -184,7 +207,7 @@ func memValue(b semantic.Bytes) string {
 // current state. childless says whether the group has children (needed
 // only for devices; nil means "find out").
 func (d *Driver) plan(pr *prepared, cur *current) ([]step, error) {
-	var steps []step
+	steps := make([]step, 0, 8)
 	add := func(w write, undoValue string, old string) {
 		if w.value == old {
 			return
@@ -284,7 +307,7 @@ func (d *Driver) plan(pr *prepared, cur *current) ([]step, error) {
 		add(write{h, "pids.max", ps.Max.String(), semantic.PidsMax}, old, old)
 	}
 	if pr.devices != nil {
-		s, err := d.planDevices(*pr.devices, cur)
+		s, err := d.planDevices(pr.devices, cur)
 		if err != nil {
 			return nil, err
 		}
@@ -341,6 +364,18 @@ func (d *Driver) planMemory(h *hier, m *semantic.Memory, cur *current) ([]step, 
 			return nil, err
 		}
 		s1 = s0
+		// memsw is memory plus swap, so with no memory limit no swap
+		// limit can be expressed: refuse rather than let it read back max.
+		swap, known := semantic.Bytes(semantic.Unlimited), true
+		if m.Swap != nil {
+			swap = *m.Swap
+		} else {
+			swap, known = semantic.MemswToSwap(m0, s0)
+		}
+		if m1.IsUnlimited() && known && !swap.IsUnlimited() {
+			return nil, withGroup(semantic.NotSupported(Name, semantic.MemorySwap, fmt.Sprintf(
+				"v1 limits memory and swap together (memory.memsw.limit_in_bytes is memory + swap), so a swap limit (%s) needs a memory limit, and memory.max would be max; set memory.swap to max with it", swap)), cur.p)
+		}
 		switch {
 		case m.Swap != nil:
 			s1 = semantic.SwapToMemsw(m1, *m.Swap)
@@ -471,11 +506,13 @@ func (d *Driver) planIOLimits(h *hier, limits []semantic.IOLimit, cur *current) 
 	return out, nil
 }
 
-// planDevices computes the device list transition (see transition).
-func (d *Driver) planDevices(target devState, cur *current) ([]step, error) {
+// planDevices computes the device list transition (see transition); a
+// new group takes the one made with the list.
+func (d *Driver) planDevices(target *compiled, cur *current) ([]step, error) {
 	h := d.byCtrl["devices"]
 	var old *devState
 	childless := false
+	dsteps := target.fresh
 	if !cur.fresh {
 		raw, err := cur.read(h, "devices.list")
 		if err != nil {
@@ -499,9 +536,10 @@ func (d *Driver) planDevices(target devState, cur *current) ([]step, error) {
 			}
 			childless = len(names) == 0
 		}
+		dsteps = transition(old, target.state, childless)
 	}
-	var out []step
-	for _, ds := range transition(old, target, childless) {
+	out := make([]step, 0, len(dsteps))
+	for _, ds := range dsteps {
 		st := step{write: write{h, ds.w.file, ds.w.value, semantic.DevicesFeature}}
 		for _, u := range ds.undo {
 			st.undo = append(st.undo, write{h, u.file, u.value, semantic.DevicesFeature})
@@ -560,13 +598,13 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 	if err != nil {
 		return nil, err
 	}
-	unlock := d.lock(p)
-	defer unlock()
+	defer d.unlock(d.lock(p))
 	type made struct {
 		h   *hier
 		lvl semantic.Path
 	}
-	var mades []made
+	var madeBuf [16]made // one level in every hierarchy, usually
+	mades := madeBuf[:0]
 	undo := func() error {
 		var errs []error
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -584,7 +622,10 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 		}
 		return nil, wrap(op, p, err)
 	}
-	cur := &current{d: d, p: p, fresh: true, cache: map[string]string{}}
+	cur := &current{d: d, p: p, fresh: true}
+	// The plan reads the new group's cpuset only to set it: only then is
+	// what seeding wrote worth remembering.
+	setsCpuset := pr.res.CPU != nil && (pr.res.CPU.Cpus != nil || pr.res.CPU.Mems != nil)
 	for _, h := range d.hs {
 		if err := ctx.Err(); err != nil {
 			return fail(op, err)
@@ -620,7 +661,7 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 				return fail(op, err)
 			}
 			if h.has("cpuset") {
-				if err := d.seedCpuset(h, lvl, i == p.Len(), cur); err != nil {
+				if err := d.seedCpuset(h, lvl, i == p.Len() && setsCpuset, cur); err != nil {
 					return fail(op, err)
 				}
 			}
@@ -636,24 +677,39 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 	return d.newGroup(p), nil
 }
 
+// cpusetSeeds are the files a new cpuset level copies from its parent.
+var cpusetSeeds = [2]string{"cpuset.cpus", "cpuset.mems"}
+
 // seedCpuset copies the parent's cpuset.cpus and cpuset.mems into a new
 // level: a v1 cpuset group starts empty, and no task can join it until
 // both are set (ENOSPC).
-func (d *Driver) seedCpuset(h *hier, lvl semantic.Path, leaf bool, cur *current) error {
+func (d *Driver) seedCpuset(h *hier, lvl semantic.Path, remember bool, cur *current) error {
 	parent := lvl.Parent()
-	for _, name := range []string{"cpuset.cpus", "cpuset.mems"} {
-		v, err := h.root.ReadString(file(parent, name))
+	for i, name := range cpusetSeeds {
+		v, err := h.readSeed(parent, i)
 		if err != nil {
 			return err
 		}
 		if err := h.root.Write(file(lvl, name), v); err != nil {
 			return err
 		}
-		if leaf {
-			cur.cache[h.key+"/"+name] = v
+		if remember {
+			cur.remember(h, name, v)
 		}
 	}
 	return nil
+}
+
+// readSeed reads cpusetSeeds[i] of parent: through the held file at the
+// root (one pread), by its path elsewhere.
+func (h *hier) readSeed(parent semantic.Path, i int) (string, error) {
+	if f := h.seeds[i]; f != nil && parent.IsRoot() {
+		var buf [512]byte
+		if b, err := f.ReadInto(buf[:0]); err == nil {
+			return string(bytes.TrimSpace(b)), nil
+		}
+	}
+	return h.root.ReadString(file(parent, cpusetSeeds[i]))
 }
 
 // readResources reads back every supported setting of p.

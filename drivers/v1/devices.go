@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/cgsem/cgsem/semantic"
 )
@@ -264,6 +265,43 @@ func compileDevices(d *semantic.Devices) (devState, error) {
 		maps.Copy(s.ex, ex)
 	}
 	return s, nil
+}
+
+// compiled is a device list compiled once: its state, and the writes
+// that set it on a new group (transition from an unknown state).
+type compiled struct {
+	state devState
+	fresh []devStep
+}
+
+// devCache remembers the device list compiled last: a caller usually
+// gives every group it creates one policy, and compiling is the costliest
+// part of preparing a request. What it holds is shared and never changed.
+type devCache struct {
+	mu    sync.Mutex
+	def   semantic.DevicePolicy
+	rules []semantic.DeviceRule // a copy of the list's rules
+	c     *compiled
+}
+
+// compile returns d compiled, from the cache when d is the list compiled
+// last. A list that cannot be compiled is not remembered.
+func (dc *devCache) compile(d *semantic.Devices) (*compiled, error) {
+	dc.mu.Lock()
+	if c := dc.c; c != nil && dc.def == d.Default && slices.Equal(dc.rules, d.Rules) {
+		dc.mu.Unlock()
+		return c, nil
+	}
+	dc.mu.Unlock()
+	s, err := compileDevices(d)
+	if err != nil {
+		return nil, err
+	}
+	c := &compiled{state: s, fresh: transition(nil, s, false)}
+	dc.mu.Lock()
+	dc.def, dc.rules, dc.c = d.Default, slices.Clone(d.Rules), c
+	dc.mu.Unlock()
+	return c, nil
 }
 
 // keysOf lists the keys that cover class (mi, ni): its numbers where they

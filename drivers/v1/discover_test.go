@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -95,21 +96,29 @@ func TestDiscover(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
+	// The systemd verdict and its reason are hostinfo.Systemd's, tested
+	// there on fake trees.
+	const notSystemd = `PID 1 is "process_api", not systemd`
 	tests := []struct {
-		layout, pid1 string
-		ok           bool
-		reason       string
+		layout  string
+		systemd bool
+		ok      bool
+		reason  string
 	}{
-		{"host-hybrid", "process_api", true, "hybrid layout with v1 controllers blkio,cpu,cpuacct,cpuset,devices,freezer,memory,pids"},
-		{"legacy-centos7", "init", true, "legacy layout"},
-		{"legacy-centos7", "systemd", false, "systemd is PID 1"},
-		{"hybrid-ubuntu2004", "systemd", false, "use the systemd driver"},
-		{"unified", "init", false, "no cgroup v1 hierarchy with controllers"},
+		{"host-hybrid", false, true, "hybrid layout with v1 controllers blkio,cpu,cpuacct,cpuset,devices,freezer,memory,pids; " + notSystemd},
+		{"legacy-centos7", false, true, "legacy layout"},
+		{"legacy-centos7", true, false, "systemd is PID 1"},
+		{"hybrid-ubuntu2004", true, false, "use the systemd driver"},
+		{"unified", false, false, "no cgroup v1 hierarchy with controllers"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.layout+"/"+tt.pid1, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/systemd=%t", tt.layout, tt.systemd), func(t *testing.T) {
 			mounts, _ := layout(t, tt.layout)
-			ok, reason := probe(mounts, tt.pid1)
+			why := notSystemd
+			if tt.systemd {
+				why = "PID 1 is systemd and booted the system"
+			}
+			ok, reason := probe(mounts, tt.systemd, why)
 			assert.Equal(t, tt.ok, ok)
 			assert.Contains(t, reason, tt.reason)
 		})

@@ -42,6 +42,18 @@
 // reports stats and events; Apply, Resources, Plan, Freeze, Thaw, Kill and
 // Delete on it are ErrInvalid.
 //
+// Cost is system calls (TestSyscallCounts holds them). Creating a group
+// at the top of the root costs one mkdirat per hierarchy, a pread each of
+// the root's cpuset.cpus and cpuset.mems (held open for the driver's
+// life) and a write of each into the group, and openat2, write and close
+// per setting; deleting it, one unlinkat per hierarchy: the raw floor of
+// the same writes, but for the two preads. A group further down pays an
+// openat2 and a close of its parent around each mkdirat and unlinkat (so
+// that nothing mounted inside the tree can lead a change outside it), and
+// seeds from its parent by openat2, read and close. The device list
+// compiled last is kept, with the writes that set it on a new group, so
+// groups made with one policy compile it once.
+//
 // # Resources
 //
 // Every field is written to a v1 file, converted with a named formula, or
@@ -51,7 +63,9 @@
 //	memory.low   memory.soft_limit_in_bytes; a new group's soft limit, and
 //	             so its memory.low, reads max
 //	memory.swap  memory.memsw.limit_in_bytes = max + swap
-//	             (semantic.SwapToMemsw); unsupported without swap accounting
+//	             (semantic.SwapToMemsw); unsupported without swap accounting,
+//	             and a swap limit without a memory limit (memsw could only
+//	             read max) is refused with ErrNotSupported
 //	memory.high, memory.min
 //	             unsupported: v1 has no throttle limit and no hard
 //	             protection. With Options.AllowApproximate they become
@@ -153,7 +167,9 @@
 // neither. The files are held open after the first call (setting
 // "stat-files": "hold", the default; "reopen" opens them every time), so
 // a later call costs one pread per file; Delete, Close and the collection
-// of the Group release them.
+// of the Group release them. The files are parsed in one pass into one
+// allocation, the result and every figure it points to (IO devices, when
+// there are any, take two more); a group's read buffer is reused.
 //
 // Events: OOM through an eventfd registered on memory.oom_control with
 // cgroup.event_control; OOM kills from memory.oom_control's oom_kill

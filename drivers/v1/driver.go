@@ -9,12 +9,12 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/cgsem/cgsem/internal/cgroupfs"
 	"github.com/cgsem/cgsem/internal/mountinfo"
@@ -31,6 +31,10 @@ type hier struct {
 	dir        string        // the root's directory
 	root       *cgroupfs.Dir // held for the driver's life
 	undo       *cgroupfs.Dir // root without the fault hook, for restores
+	// seeds are the root's cpuset.cpus and cpuset.mems held open in a
+	// cpuset hierarchy (nil elsewhere, or if they could not be opened):
+	// a group made at the top is seeded with one pread of each.
+	seeds [2]*cgroupfs.File
 }
 
 func (h *hier) has(c string) bool { return slices.Contains(h.controllers, c) }
@@ -144,10 +148,12 @@ type Driver struct {
 	holdStats    bool
 
 	faults faultState // the test seam behind cgroupfs.Config.Faults
+	devs   devCache   // the device list compiled last
 
 	// life guards the descriptors: every operation holds it shared, and
 	// Close takes it exclusively after telling waits to stop.
 	life   sync.RWMutex
+	leave  func() // life.RUnlock, bound once: enter returns it on every call
 	closed bool
 	done   chan struct{}
 	stop   sync.Once
@@ -226,6 +232,7 @@ func newDriver(opts semantic.Options, mounts []mountinfo.Mount, self []mountinfo
 		held:      map[*statsHolder]struct{}{},
 		locks:     map[string]*lockEntry{},
 	}
+	d.leave = d.life.RUnlock
 	d.memMax = math.MaxInt64 / d.pageSize * d.pageSize
 	for k, v := range opts.Settings {
 		switch {
@@ -252,6 +259,12 @@ func newDriver(opts semantic.Options, mounts []mountinfo.Mount, self []mountinfo
 		if p.h.Name != "" {
 			h.controllers = append(slices.Clone(h.controllers), "name="+p.h.Name)
 		}
+		if h.has("cpuset") {
+			for i, name := range cpusetSeeds {
+				// Without it, seeding reads the file by its path.
+				h.seeds[i], _ = root.OpenFile(name, unix.O_RDONLY)
+			}
+		}
 		d.hs = append(d.hs, h)
 		for _, c := range h.controllers {
 			d.byCtrl[c] = h
@@ -272,6 +285,12 @@ func newDriver(opts semantic.Options, mounts []mountinfo.Mount, self []mountinfo
 
 func (d *Driver) closeRoots() {
 	for _, h := range d.hs {
+		for i, f := range h.seeds {
+			if f != nil {
+				f.Close()
+				h.seeds[i] = nil
+			}
+		}
 		h.root.Close()
 	}
 }
@@ -458,7 +477,7 @@ func (d *Driver) enter(ctx context.Context, op string, p semantic.Path) (release
 		d.life.RUnlock()
 		return nil, errorf(op, p, semantic.ErrInvalid, "the driver is closed")
 	}
-	return d.life.RUnlock, nil
+	return d.leave, nil
 }
 
 func errorf(op string, p semantic.Path, kind error, format string, args ...any) error {
@@ -479,30 +498,35 @@ func wrap(op string, p semantic.Path, err error) error {
 // lockEntry serialises changes to one group within this driver.
 type lockEntry struct {
 	mu   sync.Mutex
+	key  string
 	refs int
 }
 
 // lock serialises changes to p (Create, Apply, Delete, Freeze, ...), so
-// a read-modify-write of its files is not interleaved with another.
-func (d *Driver) lock(p semantic.Path) (unlock func()) {
+// a read-modify-write of its files is not interleaved with another:
+// defer d.unlock(d.lock(p)).
+func (d *Driver) lock(p semantic.Path) *lockEntry {
 	key := p.String()
 	d.mu.Lock()
 	e := d.locks[key]
 	if e == nil {
-		e = &lockEntry{}
+		e = &lockEntry{key: key}
 		d.locks[key] = e
 	}
 	e.refs++
 	d.mu.Unlock()
 	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		d.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(d.locks, key)
-		}
-		d.mu.Unlock()
+	return e
+}
+
+// unlock ends what lock began.
+func (d *Driver) unlock(e *lockEntry) {
+	e.mu.Unlock()
+	d.mu.Lock()
+	if e.refs--; e.refs == 0 {
+		delete(d.locks, e.key)
 	}
+	d.mu.Unlock()
 }
 
 // rel is a group's directory below the root in every hierarchy.
@@ -606,17 +630,9 @@ func (d *Driver) Close() error {
 	return nil
 }
 
-// readComm reads /proc/PID/comm, "" if it cannot.
-func readComm(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// probe is Probe's decision from a parsed mountinfo and PID 1's name.
-func probe(mounts []mountinfo.Mount, pid1 string) (bool, string) {
+// probe is Probe's decision from a parsed mountinfo and whether systemd
+// is PID 1 (hostinfo.Systemd's verdict, and its reason).
+func probe(mounts []mountinfo.Mount, systemd bool, why string) (bool, string) {
 	hs := mountinfo.Hierarchies(mounts)
 	layout := mountinfo.LayoutOf(hs)
 	var ctrls []string
@@ -628,9 +644,9 @@ func probe(mounts []mountinfo.Mount, pid1 string) (bool, string) {
 	switch {
 	case layout != mountinfo.Legacy && layout != mountinfo.Hybrid:
 		return false, "no cgroup v1 hierarchy with controllers is mounted (layout: " + layout.String() + ")"
-	case pid1 == "systemd":
+	case systemd:
 		return false, "systemd is PID 1 and owns the " + layout.String() + " cgroup tree; use the systemd driver"
 	}
 	slices.Sort(ctrls)
-	return true, layout.String() + " layout with v1 controllers " + strings.Join(slices.Compact(ctrls), ",") + "; PID 1 is " + strconv.Quote(pid1) + ", not systemd"
+	return true, layout.String() + " layout with v1 controllers " + strings.Join(slices.Compact(ctrls), ",") + "; " + why
 }

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,18 +42,26 @@ type group struct {
 	d *Driver
 	p semantic.Path
 
-	stats *statsHolder // stats descriptors, opened on the first Stats
+	// stats is what Stats keeps between calls, made by the first.
+	stats atomic.Pointer[statsHolder]
 }
 
 var _ semantic.Group = (*group)(nil)
 var _ semantic.Driver = (*Driver)(nil)
 
 func (d *Driver) newGroup(p semantic.Path) *group {
-	g := &group{d: d, p: p, stats: &statsHolder{}}
-	// A group dropped without Delete gives its stats descriptors back
-	// when it is collected.
-	runtime.AddCleanup(g, d.release, g.stats)
-	return g
+	// Stats registers a cleanup that closes the files it holds once the
+	// group is collected; a group never asked for stats needs none.
+	return &group{d: d, p: p}
+}
+
+// holder returns the group's statsHolder, making it on first use.
+func (g *group) holder() *statsHolder {
+	if s := g.stats.Load(); s != nil {
+		return s
+	}
+	g.stats.CompareAndSwap(nil, &statsHolder{})
+	return g.stats.Load()
 }
 
 // Path is the group's path below the root.
@@ -82,8 +90,7 @@ func (g *group) Apply(ctx context.Context, res *semantic.Resources) error {
 	if err != nil {
 		return err
 	}
-	unlock := g.d.lock(g.p)
-	defer unlock()
+	defer g.d.unlock(g.d.lock(g.p))
 	steps, err := g.d.plan(pr, &current{d: g.d, p: g.p})
 	if err != nil {
 		return wrap(op, g.p, err)
@@ -291,8 +298,7 @@ func (g *group) setFrozen(ctx context.Context, op string, want bool) error {
 	if !g.d.caps.Supports(semantic.Freeze) {
 		return withGroup(semantic.NotSupported(Name, semantic.Freeze, g.d.caps.Get(semantic.Freeze).Reason), g.p)
 	}
-	unlock := g.d.lock(g.p)
-	defer unlock()
+	defer g.d.unlock(g.d.lock(g.p))
 	if want {
 		return wrap(op, g.p, g.d.freeze(ctx, g.p))
 	}
@@ -380,8 +386,7 @@ func (g *group) Kill(ctx context.Context) error {
 	if err := g.notRoot(op); err != nil {
 		return err
 	}
-	unlock := g.d.lock(g.p)
-	defer unlock()
+	defer g.d.unlock(g.d.lock(g.p))
 	return wrap(op, g.p, g.d.kill(ctx, g.p))
 }
 
@@ -454,9 +459,10 @@ func (g *group) Delete(ctx context.Context, opts *semantic.DeleteOptions) error 
 	if opts == nil {
 		opts = &semantic.DeleteOptions{}
 	}
-	unlock := g.d.lock(g.p)
-	defer unlock()
-	defer g.d.release(g.stats)
+	defer g.d.unlock(g.d.lock(g.p))
+	if s := g.stats.Load(); s != nil {
+		defer g.d.release(s)
+	}
 	d := g.d
 	if !opts.Recursive && !opts.Kill {
 		// The common case costs one rmdir per hierarchy: the primary's

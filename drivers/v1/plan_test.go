@@ -63,8 +63,22 @@ func TestPlanMemoryOrder(t *testing.T) {
 			"x/memory.limit_in_bytes": kernelMem(d, m0), "x/memory.memsw.limit_in_bytes": kernelMem(d, s0),
 		}}
 		steps, err := d.planMemory(h, req, cur)
-		require.NoError(t, err)
 		name := fmt.Sprintf("case %d: (%s, %s) + max=%v swap=%v", i, m0, s0, show(req.Max), show(req.Swap))
+		m1 := m0
+		if req.Max != nil {
+			m1 = *req.Max
+		}
+		swap1, _ := semantic.MemswToSwap(m0, s0)
+		if req.Swap != nil {
+			swap1 = *req.Swap
+		}
+		if m1.IsUnlimited() && !swap1.IsUnlimited() {
+			// memsw = memory + swap cannot hold a swap limit without a
+			// memory limit: refused, not dropped.
+			require.ErrorIs(t, err, semantic.ErrNotSupported, name)
+			continue
+		}
+		require.NoError(t, err, name)
 
 		state := map[string]semantic.Bytes{"memory.limit_in_bytes": m0, "memory.memsw.limit_in_bytes": s0}
 		apply := func(w write) {
@@ -74,10 +88,6 @@ func TestPlanMemoryOrder(t *testing.T) {
 		}
 		for _, st := range steps {
 			apply(st.write)
-		}
-		m1 := m0
-		if req.Max != nil {
-			m1 = *req.Max
 		}
 		swap0, ok := semantic.MemswToSwap(m0, s0)
 		require.True(t, ok)

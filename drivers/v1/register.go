@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"github.com/cgsem/cgsem/internal/hostinfo"
 	"github.com/cgsem/cgsem/internal/mountinfo"
 	"github.com/cgsem/cgsem/registry"
 	"github.com/cgsem/cgsem/semantic"
@@ -20,12 +21,14 @@ func init() {
 }
 
 // Probe accepts a legacy or hybrid host whose v1 hierarchies have
-// controllers, unless systemd is PID 1 (then the systemd driver owns the
-// tree, and writing into it behind systemd's back would be undone).
+// controllers, unless systemd is PID 1 and booted the host
+// (hostinfo.Systemd): then the systemd driver owns the tree, and writing
+// into it behind systemd's back would be undone.
 func Probe() (bool, string) {
 	mounts, err := mountinfo.ParseFile("/proc/self/mountinfo")
 	if err != nil {
 		return false, "cannot read /proc/self/mountinfo: " + err.Error()
 	}
-	return probe(mounts, readComm(1))
+	systemd, why := hostinfo.Systemd("/")
+	return probe(mounts, systemd, why)
 }

@@ -4,25 +4,31 @@
 // A tree starts at OpenRoot (an O_PATH descriptor of a directory, such as
 // a driver's root in one hierarchy). Dir.OpenDir opens a group below it
 // with openat2 and RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
-// RESOLVE_NO_MAGICLINKS, so no path, symlink or ".." can lead outside the
-// root; on kernels without openat2 (ENOSYS) it walks one component at a
-// time with O_NOFOLLOW instead, refusing "." and "..".
+// RESOLVE_NO_MAGICLINKS|RESOLVE_NO_XDEV, so no path, symlink, mount or
+// ".." can lead outside the root; on kernels without openat2 (ENOSYS) it
+// walks one component at a time with O_NOFOLLOW instead, refusing "."
+// and ".." (that walk does not see mounts).
 //
 // The other methods take a name that is a relative path of plain names
 // ("memory.max", or "a/b/memory.max" for a group below d): a single name
 // is opened with openat(O_NOFOLLOW), a path with openat2 and the same
 // resolve flags, so a driver can hold one descriptor per hierarchy root
 // and reach any group's file in one syscall. Mkdir, Rmdir and Exists use
-// mkdirat, unlinkat and fstatat, which have no resolve flags: on a cgroup
-// filesystem (checked with fstatfs at OpenRoot) a path of plain names
-// cannot leave the root, as cgroupfs holds no symlinks; elsewhere the
-// parent directory is opened beneath d first.
+// mkdirat, unlinkat and fstatat, which have no resolve flags, so for a
+// path Mkdir and Rmdir open the parent directory beneath d first (two
+// syscalls more): a cgroup filesystem holds no symlink, but a tmpfs or a
+// bind mount placed inside it can lead outside. Exists, which changes
+// nothing, takes the path directly on a cgroup filesystem (checked with
+// fstatfs at OpenRoot).
 //
 // Cost is syscalls: Write is openat+write+close (about 7.5us here, against
 // 20us through os.WriteFile), Read is openat+read+close, and a File held
 // open is re-read with one pread at offset 0 (a cgroup file is a seq_file
 // that regenerates its content, and fills a read as far as its content
-// goes, so a short read is taken as the end).
+// goes, so a short read is taken as the end). None of them allocates on
+// success: names reach openat, openat2, mkdirat and unlinkat through a
+// NUL-terminated copy on the stack, and ReadInto fills the caller's
+// buffer.
 //
 // Writes retry EINTR: the kernel returns it from some cgroup writes
 // (memory.limit_in_bytes while reclaiming) when a signal is pending, and

@@ -14,11 +14,15 @@
 //     ParseDeviceValues;
 //   - pressure (PSI) files: ParsePSI, into semantic.Pressure;
 //   - v1 devices.list: ParseDevicesList, into semantic.DeviceRule values;
-//   - cpuacct.usage_all: ParseCpuacctUsageAll.
+//   - cpuacct.usage_all: ScanCpuacctUsageAll, and ParseCpuacctUsageAll
+//     for a slice.
 //
 // The Scan functions call back with slices that alias the input and do
 // not allocate (compare a key with string(key)), because stats are read
-// in loops. Every error wraps ErrFormat and names the line. The package
-// does no I/O; the fuzz targets check that nothing it accepts is
-// malformed.
+// in loops. ScanFlat and ScanBlkio read a line in the form the kernel
+// writes it in one pass, digits accumulated as they are met; any other
+// line goes field by field, to the same result (the fuzz targets hold
+// the two paths equal). Every error wraps ErrFormat and names the line.
+// The package does no I/O; the fuzz targets check that nothing it
+// accepts is malformed.
 package statfile

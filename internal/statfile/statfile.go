@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"time"
 
 	"github.com/cgsem/cgsem/semantic"
@@ -33,7 +34,7 @@ func lines(data []byte, fn func(n int, line []byte) error) error {
 		} else {
 			line, data = data, nil
 		}
-		if len(bytes.TrimSpace(line)) == 0 {
+		if blank(line) {
 			continue
 		}
 		if err := fn(n, line); err != nil {
@@ -43,14 +44,39 @@ func lines(data []byte, fn func(n int, line []byte) error) error {
 	return nil
 }
 
-// cut splits off the first space-separated field of b.
-func cut(b []byte) (field, rest []byte) {
-	b = bytes.TrimLeft(b, " \t")
-	i := bytes.IndexAny(b, " \t")
-	if i < 0 {
-		return b, nil
+// blank reports whether line is only white space. A line the kernel
+// wrote starts with a printable ASCII byte, which answers at once; any
+// other line gets bytes.TrimSpace's full (Unicode) definition.
+func blank(line []byte) bool {
+	if len(line) == 0 {
+		return true
 	}
-	return b[:i], bytes.TrimLeft(b[i+1:], " \t")
+	if c := line[0]; c > ' ' && c < 0x80 {
+		return false
+	}
+	return len(bytes.TrimSpace(line)) == 0
+}
+
+// cut splits off the first space- or tab-separated field of b; rest has
+// its leading blanks removed. It is one pass over the bytes it skips:
+// stats parsing spends most of its time here.
+func cut(b []byte) (field, rest []byte) {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	j := i
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' {
+		j++
+	}
+	if j == len(b) {
+		return b[i:], nil
+	}
+	k := j + 1
+	for k < len(b) && (b[k] == ' ' || b[k] == '\t') {
+		k++
+	}
+	return b[i:j], b[k:]
 }
 
 // Uint parses a decimal uint64 from b (no sign, no space).
@@ -58,28 +84,38 @@ func Uint(b []byte) (uint64, bool) {
 	if len(b) == 0 || len(b) > 20 {
 		return 0, false
 	}
+	// 19 digits cannot overflow; only a 20th needs checking.
 	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
+	for _, c := range b[:min(len(b), 19)] {
+		if c-'0' > 9 {
 			return 0, false
 		}
-		d := uint64(c - '0')
-		if v > (math.MaxUint64-d)/10 {
+		v = v*10 + uint64(c-'0')
+	}
+	if len(b) == 20 {
+		c := b[19] - '0'
+		if c > 9 {
 			return 0, false
 		}
-		v = v*10 + d
+		hi, lo := bits.Mul64(v, 10)
+		sum, carry := bits.Add64(lo, uint64(c), 0)
+		if hi != 0 || carry != 0 {
+			return 0, false
+		}
+		v = sum
 	}
 	return v, true
 }
 
-// Int parses a decimal int64 with an optional leading '-'.
+// Int parses a decimal int64 with an optional leading '-' ("-0" is not
+// a number the kernel writes, and Uint refuses it too).
 func Int(b []byte) (int64, bool) {
 	neg := len(b) > 0 && b[0] == '-'
 	if neg {
 		b = b[1:]
 	}
 	u, ok := Uint(b)
-	if !ok || u > math.MaxInt64+1 || (!neg && u > math.MaxInt64) {
+	if !ok || u > math.MaxInt64+1 || (!neg && u > math.MaxInt64) || (neg && u == 0) {
 		return 0, false
 	}
 	if neg {
@@ -142,7 +178,21 @@ func ParseUints(data []byte) ([]uint64, error) {
 // compare it with string(key), which does not allocate. A value may be
 // "max" (Max).
 func ScanFlat(data []byte, fn func(key []byte, value uint64)) error {
-	return lines(data, func(n int, line []byte) error {
+	for n := 1; len(data) > 0; n++ {
+		if k, v, rest, ok := flatLine(data); ok {
+			fn(k, v)
+			data = rest
+			continue
+		}
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		if blank(line) {
+			continue
+		}
 		k, rest := cut(line)
 		v, rest := cut(rest)
 		if len(k) == 0 || len(v) == 0 || len(rest) != 0 {
@@ -156,8 +206,46 @@ func ScanFlat(data []byte, fn func(key []byte, value uint64)) error {
 			u = Max
 		}
 		fn(k, u)
-		return nil
-	})
+	}
+	return nil
+}
+
+// flatLine reads the first line of data in one pass when it has the form
+// the kernel writes, "KEY VALUE\n": a key starting with a printable ASCII
+// byte, blanks, and a decimal value of at most 19 digits (which cannot
+// overflow) ending the line. ok is false for any other line, which
+// ScanFlat then reads field by field; both agree on every line this
+// takes (FuzzFlatLine).
+func flatLine(data []byte) (key []byte, value uint64, rest []byte, ok bool) {
+	if c := data[0]; c <= ' ' || c >= 0x80 {
+		return nil, 0, nil, false
+	}
+	i := 1
+	for i < len(data) && data[i] != ' ' && data[i] != '\t' && data[i] != '\n' {
+		i++
+	}
+	if i == len(data) || data[i] == '\n' {
+		return nil, 0, nil, false
+	}
+	key = data[:i]
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t') {
+		i++
+	}
+	start := i
+	for i < len(data) && data[i]-'0' <= 9 {
+		value = value*10 + uint64(data[i]-'0')
+		i++
+	}
+	if n := i - start; n == 0 || n > 19 {
+		return nil, 0, nil, false
+	}
+	if i < len(data) {
+		if data[i] != '\n' {
+			return nil, 0, nil, false
+		}
+		i++
+	}
+	return key, value, data[i:], true
 }
 
 // ParseFlat returns a flat keyed file as a map.
@@ -234,7 +322,82 @@ type BlkioEntry struct {
 // _recursive and bfq variants). The closing "Total N" line is checked and
 // skipped. op aliases data.
 func ScanBlkio(data []byte, fn func(major, minor int64, op []byte, value uint64)) error {
+	done := 0
+	for len(data) > 0 {
+		major, minor, op, v, rest, ok := blkioLine(data)
+		if !ok {
+			break
+		}
+		fn(major, minor, op, v)
+		data = rest
+		done++
+	}
+	// The first line not in the kernel's device form (the closing Total
+	// line, or something malformed) and what follows go field by field.
+	return scanBlkioFields(data, done, fn)
+}
+
+// blkioLine reads the first line of data in one pass when it is a device
+// line as the kernel writes it, "MAJOR:MINOR OP VALUE\n" (numbers of at
+// most 9, 9 and 19 digits, which cannot overflow); ok is false for any
+// other line. ScanBlkio's field-by-field path agrees on every line this
+// takes (FuzzBlkioLine).
+func blkioLine(data []byte) (major, minor int64, op []byte, value uint64, rest []byte, ok bool) {
+	i := 0
+	num := func(maxDigits int) (int64, bool) {
+		start := i
+		var v int64
+		for i < len(data) && data[i]-'0' <= 9 {
+			v = v*10 + int64(data[i]-'0')
+			i++
+		}
+		return v, i > start && i-start <= maxDigits
+	}
+	blanks := func() bool {
+		start := i
+		for i < len(data) && (data[i] == ' ' || data[i] == '\t') {
+			i++
+		}
+		return i > start
+	}
+	var ok1, ok2 bool
+	if major, ok1 = num(9); !ok1 || i == len(data) || data[i] != ':' {
+		return 0, 0, nil, 0, nil, false
+	}
+	i++
+	if minor, ok2 = num(9); !ok2 || !blanks() {
+		return 0, 0, nil, 0, nil, false
+	}
+	start := i
+	for i < len(data) && data[i] != ' ' && data[i] != '\t' && data[i] != '\n' {
+		i++
+	}
+	op = data[start:i]
+	if len(op) == 0 || !blanks() {
+		return 0, 0, nil, 0, nil, false
+	}
+	start = i
+	for i < len(data) && data[i]-'0' <= 9 {
+		value = value*10 + uint64(data[i]-'0')
+		i++
+	}
+	if n := i - start; n == 0 || n > 19 {
+		return 0, 0, nil, 0, nil, false
+	}
+	if i < len(data) {
+		if data[i] != '\n' {
+			return 0, 0, nil, 0, nil, false
+		}
+		i++
+	}
+	return major, minor, op, value, data[i:], true
+}
+
+// scanBlkioFields is ScanBlkio's general path, one field at a time, for
+// data that follows the first done lines.
+func scanBlkioFields(data []byte, done int, fn func(major, minor int64, op []byte, value uint64)) error {
 	return lines(data, func(n int, line []byte) error {
+		n += done
 		a, rest := cut(line)
 		b, rest := cut(rest)
 		if string(a) == "Total" && len(rest) == 0 {
@@ -437,18 +600,35 @@ type CPUTime struct {
 // header, then one row per CPU.
 func ParseCpuacctUsageAll(data []byte) ([]CPUTime, error) {
 	var out []CPUTime
+	err := ScanCpuacctUsageAll(data, func(t CPUTime) { out = append(out, t) })
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ScanCpuacctUsageAll calls fn for each CPU's row of cpuacct.usage_all,
+// after checking the "cpu user system" header, without allocating.
+func ScanCpuacctUsageAll(data []byte, fn func(CPUTime)) error {
 	first := true
-	err := lines(data, func(n int, line []byte) error {
-		f := bytes.Fields(line)
+	return lines(data, func(n int, line []byte) error {
+		var f [3][]byte
+		rest := line
+		for i := range f {
+			f[i], rest = cut(rest)
+		}
+		if len(f[2]) == 0 || len(rest) != 0 {
+			if first {
+				return formatErr(n, line, `want the header "cpu user system"`)
+			}
+			return formatErr(n, line, "want CPU USER SYSTEM")
+		}
 		if first {
 			first = false
-			if len(f) != 3 || string(f[0]) != "cpu" {
+			if string(f[0]) != "cpu" {
 				return formatErr(n, line, `want the header "cpu user system"`)
 			}
 			return nil
-		}
-		if len(f) != 3 {
-			return formatErr(n, line, "want CPU USER SYSTEM")
 		}
 		cpu, ok1 := Uint(f[0])
 		user, ok2 := Uint(f[1])
@@ -456,11 +636,7 @@ func ParseCpuacctUsageAll(data []byte) ([]CPUTime, error) {
 		if !ok1 || !ok2 || !ok3 || cpu > math.MaxInt32 {
 			return formatErr(n, line, "want three numbers")
 		}
-		out = append(out, CPUTime{CPU: int(cpu), User: user, System: sys})
+		fn(CPUTime{CPU: int(cpu), User: user, System: sys})
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
