@@ -172,6 +172,9 @@ func TestTimedSectionAndBudgets(t *testing.T) {
 		{"missing row is never over", func(s *section) { s.ratioBudget("skipped", 0.1) }, "skipped", false},
 		{"absolute met", func(s *section) { s.absBudget("cgsem", 200*time.Microsecond) }, "cgsem", false},
 		{"absolute missed", func(s *section) { s.absBudget("slow", 200*time.Microsecond) }, "slow", true},
+		{"ratio to another floor met", func(s *section) { floorBudget(s, "cgsem", "slow", 0.5) }, "cgsem", false},
+		{"ratio to another floor missed", func(s *section) { floorBudget(s, "slow", "cgsem", 1.15) }, "slow", true},
+		{"a floor without a figure judges nothing", func(s *section) { floorBudget(s, "slow", "skipped", 0.1) }, "slow", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := timedSection("w", "", "raw", res)

@@ -3,7 +3,6 @@ package systemd
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 
@@ -178,10 +177,12 @@ func (c *cgroups) exists(cgroup string) (bool, error) {
 }
 
 // procs lists the pids in a group's cgroup.procs, sorted; nil when the
-// group has no directory (a scope that is not running).
+// group has no directory (a scope that is not running) or is removed
+// while it is read (a scope systemd stops once its last process died,
+// which may be just after a Kill returned).
 func (c *cgroups) procs(cgroup string) ([]int, error) {
 	b, err := c.tracking().Read(file(rel(cgroup), "cgroup.procs"))
-	if errors.Is(err, fs.ErrNotExist) {
+	if isNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -202,7 +203,7 @@ func (c *cgroups) procs(cgroup string) ([]int, error) {
 func (c *cgroups) populated(cgroup string) (bool, error) {
 	if c.unified != nil {
 		b, err := c.unified.Read(file(rel(cgroup), "cgroup.events"))
-		if errors.Is(err, fs.ErrNotExist) {
+		if isNotExist(err) {
 			return false, nil
 		}
 		if err != nil {
@@ -216,7 +217,7 @@ func (c *cgroups) populated(cgroup string) (bool, error) {
 func (c *cgroups) populatedV1(r string) (bool, error) {
 	d := c.v1["name=systemd"]
 	b, err := d.Read(file(r, "cgroup.procs"))
-	if errors.Is(err, fs.ErrNotExist) {
+	if isNotExist(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -231,6 +232,9 @@ func (c *cgroups) populatedV1(r string) (bool, error) {
 	}
 	kids, err := sub.Subdirs()
 	sub.Close()
+	if isNotExist(err) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -254,14 +258,18 @@ func (c *cgroups) subdirs(controller, cgroup string) ([]string, error) {
 		return d.Subdirs()
 	}
 	sub, err := d.OpenDir(r)
-	if errors.Is(err, fs.ErrNotExist) {
+	if isNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Close()
-	return sub.Subdirs()
+	kids, err := sub.Subdirs()
+	if isNotExist(err) {
+		return nil, nil
+	}
+	return kids, err
 }
 
 // eventsField reads one key of a flat keyed file (cgroup.events); -1

@@ -206,18 +206,39 @@ func copyFile(t *testing.T, from, to string) {
 
 // testLog is a -test.v output split by test: the result of each test and
 // the lines it logged (go test -v names the test before resumed output).
+// What names no test is kept apart: race reports, which the race detector
+// writes when it sees a race whichever test's line came last, and a panic
+// with the stacks after it.
 type testLog struct {
 	result map[string]string   // test -> PASS, FAIL or SKIP
 	lines  map[string][]string // test -> its log lines
 	order  []string
+	races  [][]string // each race report, its "=====" lines included
+	panic  []string   // from a "panic: " line to the end
 }
+
+// raceRule opens and closes a race detector report.
+const raceRule = "=================="
 
 func parseTestLog(out string) *testLog {
 	l := &testLog{result: map[string]string{}, lines: map[string][]string{}}
 	current := ""
+	var race []string
 	for line := range strings.SplitSeq(out, "\n") {
 		trimmed := strings.TrimSpace(line)
 		switch {
+		case l.panic != nil:
+			l.panic = append(l.panic, line)
+		case race != nil:
+			race = append(race, line)
+			if line == raceRule {
+				l.races = append(l.races, race)
+				race = nil
+			}
+		case line == raceRule:
+			race = []string{line}
+		case strings.HasPrefix(line, "panic: "):
+			l.panic = []string{line}
 		case strings.HasPrefix(line, "=== RUN   "), strings.HasPrefix(line, "=== CONT  "), strings.HasPrefix(line, "=== NAME  "):
 			current = strings.TrimSpace(line[10:])
 			if _, ok := l.lines[current]; !ok {
@@ -231,6 +252,9 @@ func parseTestLog(out string) *testLog {
 		case current != "" && trimmed != "":
 			l.lines[current] = append(l.lines[current], trimmed)
 		}
+	}
+	if race != nil {
+		l.races = append(l.races, race)
 	}
 	return l
 }
@@ -256,21 +280,44 @@ func (l *testLog) summarize() string {
 	return fmt.Sprintf("%d passed, %d skipped, %d failed (leaf subtests)", count["PASS"], count["SKIP"], count["FAIL"])
 }
 
-// failures renders every failed leaf test with its log, or the tail of
-// the output when none failed (a crash).
+// failures renders every failed test that logged something with its
+// lines (leaves, and parents: what a subtest logs after it ended goes to
+// its parent), then the race reports and the panic. When a failed leaf
+// logged nothing, or nothing failed that explains the exit (a crash), the
+// whole output follows, so that the log alone tells what happened.
 func (l *testLog) failures(out string) string {
 	var b strings.Builder
+	whole := false
+	failed := 0
 	for _, name := range l.order {
-		if l.result[name] == "FAIL" && l.leaf(name) {
-			fmt.Fprintf(&b, "--- FAIL: %s\n", name)
-			for _, line := range l.lines[name] {
-				fmt.Fprintf(&b, "        %s\n", line)
-			}
+		if l.result[name] != "FAIL" {
+			continue
+		}
+		failed++
+		leaf := l.leaf(name)
+		if !leaf && len(l.lines[name]) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "--- FAIL: %s\n", name)
+		for _, line := range l.lines[name] {
+			fmt.Fprintf(&b, "        %s\n", line)
+		}
+		if leaf && len(l.lines[name]) == 0 {
+			b.WriteString("        (no line of its own: the whole output follows)\n")
+			whole = true
 		}
 	}
-	if b.Len() == 0 {
-		lines := strings.Split(out, "\n")
-		return strings.Join(lines[max(0, len(lines)-80):], "\n")
+	for _, r := range l.races {
+		b.WriteString(strings.Join(r, "\n") + "\n")
+	}
+	if l.panic != nil {
+		b.WriteString(strings.Join(l.panic, "\n") + "\n")
+	}
+	if failed == 0 && l.panic == nil && len(l.races) == 0 {
+		whole = true
+	}
+	if whole {
+		b.WriteString("--- the whole output of the run inside:\n" + out)
 	}
 	return b.String()
 }

@@ -139,7 +139,9 @@
 //     stops it right after its exec, before its first instruction, the
 //     scope takes its pid, and then it is let go (PTRACE_DETACH). The
 //     caller may not ask for Ptrace itself.
-//   - Processes reads the scope's cgroup.procs; Stats the slice's group
+//   - Processes reads the scope's cgroup.procs (a scope systemd removes
+//     during the read, as it does soon after its last process died, has
+//     none: kernfs fails that read with ENODEV); Stats the slice's group
 //     files (cgroup2, or the v1 controllers' with cgroup2's cpu.stat and
 //     pressure files where cgroup2 is mounted). v1 counts an OOM kill only
 //     in the victim's own group, the scope, which systemd removes when the

@@ -83,18 +83,24 @@ func TestHybridBehaviours(t *testing.T) {
 		require.NoError(t, conn.Object(busName, path).Call(unitIface+".Ref", 0).Err)
 		require.NoError(t, mgr.Call(managerIface+".StopUnit", 0, unit, "fail").Store(&job))
 		waitUnit(t, conn, unit, false)
-		released := make(chan struct{})
+		// Closed as the reference is dropped, not once the reply is read:
+		// the driver may see the unit go and start the new one before this
+		// goroutine is scheduled again, and that is no early return.
+		releasing := make(chan struct{})
+		done := make(chan struct{})
 		go func() {
-			defer close(released)
+			defer close(done)
 			time.Sleep(300 * time.Millisecond)
+			close(releasing)
 			conn.Object(busName, path).Call(unitIface+".Unref", 0)
 		}()
+		defer func() { <-done }()
 		g, err := d.Create(ctx, p, nil)
 		require.NoError(t, err, "Create waits out the old unit")
 		select {
-		case <-released:
+		case <-releasing:
 		default:
-			t.Fatal("Create returned while the old unit was still loaded")
+			t.Fatal("Create returned while the old unit was still referenced")
 		}
 		got, err := g.Resources(ctx)
 		require.NoError(t, err)

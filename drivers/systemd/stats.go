@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cgsem/cgsem/internal/cgroupfs"
 	"github.com/cgsem/cgsem/internal/statfile"
 	"github.com/cgsem/cgsem/semantic"
@@ -279,5 +281,11 @@ func pressure(d *cgroupfs.Dir, dir string) *semantic.PressureStats {
 	return ps
 }
 
-// isNotExist reports a missing file or group.
-func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+// isNotExist reports a missing file or group. A group systemd removes
+// while one of its files is being read (a scope going with its last
+// process) makes the read fail with ENODEV, not ENOENT: it is gone as
+// much as one whose directory is missing, and it was empty (the kernel
+// removes only empty groups).
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)
+}

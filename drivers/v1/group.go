@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -163,7 +164,7 @@ func (g *group) add(ctx context.Context, op, name string, id int) error {
 	if id <= 0 {
 		return errorf(op, g.p, semantic.ErrInvalid, "%d is not a process or thread id", id)
 	}
-	before, err := mountinfo.ReadCgroup(id)
+	before, err := readTaskCgroup(id)
 	if err != nil {
 		return wrap(op, g.p, fmt.Errorf("task %d: %w", id, notExist(err)))
 	}
@@ -189,6 +190,40 @@ func (g *group) add(ctx context.Context, op, name string, id int) error {
 		return wrap(op, g.p, err)
 	}
 	return nil
+}
+
+// readTaskCgroup reads /proc/ID/cgroup with openat, read and close, where
+// os.Open would add an fstat, an epoll registration and a read of the
+// end: a process moved into a group pays it once per move.
+func readTaskCgroup(id int) ([]mountinfo.CgroupEntry, error) {
+	name := "/proc/" + strconv.Itoa(id) + "/cgroup"
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	var small [1024]byte
+	buf := small[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
+		}
+		// A seq_file fills a read as far as its content goes: a short
+		// read is the end.
+		full := n == cap(buf)-len(buf)
+		buf = buf[:len(buf)+n]
+		if n == 0 || !full {
+			break
+		}
+	}
+	return mountinfo.ParseCgroup(bytes.NewReader(buf))
 }
 
 // notExist turns a missing /proc entry into ESRCH's kind.

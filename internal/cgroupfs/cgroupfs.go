@@ -211,7 +211,7 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // cgroup directory cannot be renamed out from under the walk (cgroup v1
 // renames only within one parent, cgroup2 not at all), so each component
 // is a child of the one before, beneath the root.
-const kernfsResolveFlags = 0
+const kernfsResolveFlags = resolveFlags &^ unix.RESOLVE_BENEATH
 
 // OpenDir opens the directory rel ("a/b/c", relative) beneath d. It
 // resolves with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
