@@ -46,6 +46,6 @@
 //
 // drivers/v1/reliability_test.go is the worked example.
 //
-// Guarantees the checks prove are listed, each with its test, in
-// GUARANTEES.md beside this file.
+// The guarantees the checks prove are listed, each with its test, in the
+// README's "Guarantees" section.
 package reliability
