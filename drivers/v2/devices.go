@@ -47,7 +47,7 @@ func allowsEverything(d *semantic.Devices) bool {
 // alone, and keep applying: the kernel runs every program of a group and
 // grants what all allow.
 func (d *Driver) setDevices(ctx context.Context, p semantic.Path, devs *semantic.Devices, fresh bool) error {
-	const op = "attach device program"
+	const op = "set devices (attach device program)"
 	rel := p.String()
 	if err := d.fault(opAttach, rel, devicesString(devs)); err != nil {
 		return wrap(op, p, err)
@@ -153,7 +153,7 @@ func (ps *pins) clear(c *devfilter.Cache) {
 // from a group with no program at all narrows nothing: the new list is
 // simply attached.
 func (d *Driver) takeOver(n *node, p semantic.Path) error {
-	const op = "attach device program"
+	const op = "set devices (attach device program)"
 	fd := n.dir.Fd()
 	ids, err := devfilter.Query(fd)
 	if err != nil {

@@ -156,7 +156,11 @@ type helper struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string
-	done  chan struct{}
+	// read is closed once stdout is read to its end: only then may
+	// cmd.Wait run, as it closes the pipe, dropping what a helper that
+	// exits at once wrote and no one had read yet.
+	read chan struct{}
+	done chan struct{}
 }
 
 // newHelper prepares a helper process, not started.
@@ -173,8 +177,10 @@ func newHelper(t *testing.T, mode string, args ...string) *helper {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &helper{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 64), done: make(chan struct{})}
+	h := &helper{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 64),
+		read: make(chan struct{}), done: make(chan struct{})}
 	go func() {
+		defer close(h.read)
 		defer close(h.lines)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -189,6 +195,7 @@ func newHelper(t *testing.T, mode string, args ...string) *helper {
 func (h *helper) started() *helper {
 	h.t.Helper()
 	go func() {
+		<-h.read
 		h.cmd.Wait()
 		close(h.done)
 	}()

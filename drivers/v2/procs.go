@@ -200,6 +200,12 @@ func (g *group) Start(ctx context.Context, cmd *exec.Cmd) error {
 	cmd.SysProcAttr = attr
 	err = cmd.Start()
 	cmd.SysProcAttr = orig
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		// clone3 refuses CLONE_INTO_CGROUP as exec would refuse the
+		// program: say which of the two it may be.
+		err = fmt.Errorf("%w (starting into %s needs write permission on its cgroup.procs and on that of the common ancestor with the caller's group)",
+			err, g.d.Dir(g.path))
+	}
 	if err != nil {
 		return wrap(op, g.path, err)
 	}
