@@ -244,6 +244,16 @@ func (d *Dir) OpenDir(rel string) (*Dir, error) {
 // with openat2 and the resolve flags, or by walking where the kernel has
 // no openat2. Either way it costs one syscall on a current kernel.
 func (d *Dir) openBeneath(name string, flags int, single bool) (int, error) {
+	fd, err := d.resolveBeneath(name, flags, single)
+	if err == unix.ENODEV {
+		// kernfs answers an open inside a group that is being removed
+		// with ENODEV: the file is gone, as for a read below.
+		return -1, removedError{}
+	}
+	return fd, err
+}
+
+func (d *Dir) resolveBeneath(name string, flags int, single bool) (int, error) {
 	flags |= unix.O_CLOEXEC
 	if single {
 		return retryEINTR(func() (int, error) { return openat(d.fd, name, flags|unix.O_NOFOLLOW) })
@@ -555,14 +565,14 @@ func readAt(fd int, buf []byte, positional bool) ([]byte, error) {
 	}
 }
 
-// removedError is a read of a file whose group was removed after the
-// file was opened: kernfs answers it with ENODEV. For a read the group is
+// removedError is an open or read of a file whose group was removed
+// meanwhile: kernfs answers it with ENODEV. For a read the group is
 // gone, so errors.Is and errors.As see ENOENT first (and ENODEV too); a
 // write's ENODEV keeps its own meaning (a value naming no device).
 type removedError struct{}
 
 func (removedError) Error() string {
-	return "no such file or directory (the group was removed after the file was opened)"
+	return "no such file or directory (the group was removed meanwhile)"
 }
 
 func (removedError) Unwrap() []error { return []error{unix.ENOENT, unix.ENODEV} }
