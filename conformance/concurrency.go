@@ -16,8 +16,9 @@ import (
 const workers = 8
 
 // parallel runs fn(i) for i in 0..n-1 at once and returns every error they
-// report. It fails the test if they have not all finished after patience:
-// that is a deadlock, not slowness.
+// report. It fails the test if they have not all finished after the
+// harness's ConcurrencyDeadline (twice patience by default): that is a
+// deadlock, not slowness.
 func (f *fixture) parallel(n int, fn func(i int) error) []error {
 	f.t.Helper()
 	var (
@@ -42,10 +43,14 @@ func (f *fixture) parallel(n int, fn func(i int) error) []error {
 		close(done)
 	}()
 	close(start)
+	deadline := f.s.h.ConcurrencyDeadline
+	if deadline <= 0 {
+		deadline = 2 * patience
+	}
 	select {
 	case <-done:
-	case <-time.After(2 * patience):
-		f.t.Fatalf("%d concurrent workers did not finish within %v: deadlock?", n, 2*patience)
+	case <-time.After(deadline):
+		f.t.Fatalf("%d concurrent workers did not finish within %v: deadlock?", n, deadline)
 	}
 	return errs
 }

@@ -108,6 +108,9 @@
 //     so round trips use values it can take.
 //   - InGroup tells from a process's /proc/self/cgroup whether it is in a
 //     group, to prove Start put it there before it ran.
+//   - ConcurrencyDeadline raises the one-minute bound within which the
+//     concurrency subtests' workers must finish, for hosts where the
+//     backend is slow without being stuck (an emulated VM).
 //
 // Cleanup runs in this order, whether the subtest passed or not: the
 // subtest's helper processes are killed and reaped, frozen groups thawed;

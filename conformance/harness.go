@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"testing"
+	"time"
 
 	"github.com/cgsem/cgsem/semantic"
 )
@@ -45,6 +46,14 @@ type Harness struct {
 	// IODevice is a block device (major, minor) usable in IO limits; nil
 	// skips IO limit round trips.
 	IODevice *[2]int64
+
+	// ConcurrencyDeadline bounds how long the concurrency subtests wait
+	// for their workers (each runs tens of creates, applies and deletes)
+	// before calling it a deadlock; 0 means twice the suite's patience,
+	// one minute. It is a liveness bound, not a timing assertion: a host
+	// that emulates its CPU (the TCG VM lanes, an order of magnitude
+	// slower, on a loaded machine) may raise it.
+	ConcurrencyDeadline time.Duration
 
 	// HugePageSizes lists the huge page sizes the host has; nil skips the
 	// HugeTLB round trip.

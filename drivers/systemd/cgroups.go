@@ -11,6 +11,7 @@ import (
 	"github.com/cgsem/cgsem/internal/cgroupfs"
 	"github.com/cgsem/cgsem/internal/mountinfo"
 	"github.com/cgsem/cgsem/internal/statfile"
+	"github.com/cgsem/cgsem/semantic"
 )
 
 // cgroups is read access to systemd's cgroup hierarchies, for read-back
@@ -145,7 +146,46 @@ func (c *cgroups) probe(h *host) {
 		// The root group has neither file; systemd itself checks
 		// init.scope for cgroup.freeze.
 		h.freeze = anyHas(c.unified, "cgroup.freeze")
+		if c.layout == layoutUnified {
+			h.cpus = readSet(c.unified, "cpuset.cpus.effective")
+			h.mems = readSet(c.unified, "cpuset.mems.effective")
+		}
 		h.pressure = anyHas(c.unified, "cpu.pressure")
+	}
+}
+
+// readSet reads a CPU or node list; nil when there is none.
+func readSet(d *cgroupfs.Dir, name string) semantic.CPUSet {
+	s, err := d.ReadString(name)
+	if err != nil {
+		return nil
+	}
+	set, err := semantic.ParseCPUSet(s)
+	if err != nil || len(set) == 0 {
+		return nil
+	}
+	return set
+}
+
+// nearestSet reads file (cpuset.cpus.effective, cpuset.mems.effective)
+// of the nearest group, from cgroup up to the root, that has it: the
+// cgroup2 view of what a group without a set of its own gets. nil when no
+// group has it (no cpuset, or not the unified layout).
+func (c *cgroups) nearestSet(cgroup, name string) semantic.CPUSet {
+	if c.layout != layoutUnified {
+		return nil
+	}
+	dir := rel(cgroup)
+	for {
+		// A group without cpuset has no such file.
+		if s := readSet(c.unified, file(dir, name)); s != nil {
+			return s
+		}
+		if dir == "" {
+			return nil
+		}
+		i := strings.LastIndexByte(dir, '/')
+		dir = dir[:max(i, 0)]
 	}
 }
 

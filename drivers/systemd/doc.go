@@ -85,6 +85,14 @@
 // only with Options.AllowApproximate, rounded to the nearest step, and is
 // refused with ErrNotSupported otherwise.
 //
+// cpu.cpus and cpu.mems must name CPUs and nodes the host has (the
+// cgroup2 root's cpuset.cpus.effective and cpuset.mems.effective), or they
+// are ErrInvalid: systemd takes any AllowedCPUs= and only logs the
+// kernel's refusal. A slice with no set of its own reads back what it gets
+// from above (the nearest cpuset.*.effective of its group or an
+// ancestor's), as with the v2 driver; not the unit's EffectiveCPUs, which
+// stays empty until systemd enables cpuset for the slice.
+//
 // Devices are compiled into an allow list: a node c 1:3 is
 // "/dev/char/1:3", every character device "char-*", a whole major
 // "char-NAME" when /proc/devices names that major once and no other

@@ -211,7 +211,9 @@ func (g *group) Resources(ctx context.Context) (*semantic.Resources, error) {
 	if err != nil {
 		return nil, wrap(op, g.path, err)
 	}
-	return d.host.decode(props, d.caps, d.resolveNode).Normalize(d.host.pageSize), nil
+	cgroup := d.sliceCgroupOf(st.Name)
+	inherit := func(file string) semantic.CPUSet { return d.cg.nearestSet(cgroup, file) }
+	return d.host.decode(props, d.caps, d.resolveNode, inherit).Normalize(d.host.pageSize), nil
 }
 
 // resolveNode stats a device node path in systemd's file system.

@@ -55,8 +55,14 @@ type host struct {
 	freeze bool
 	// pressure: the cgroup2 hierarchy has PSI files.
 	pressure bool
-	pageSize uint64
-	majors   majorNames
+	// cpus and mems are the CPUs and memory nodes the kernel lets a
+	// cgroup2 group name (the hierarchy root's cpuset.cpus.effective and
+	// cpuset.mems.effective); nil when unknown. systemd takes any
+	// AllowedCPUs= and only logs the kernel's refusal, so the driver
+	// refuses a member outside them itself.
+	cpus, mems semantic.CPUSet
+	pageSize   uint64
+	majors     majorNames
 }
 
 // propertyVersion is the systemd release that introduced each property the
@@ -258,6 +264,21 @@ func cpuQuota(cpus float64, period time.Duration) (perSec uint64, lossless bool)
 	return perSec, perSec*p%1e6 == 0 && perSec*p/1e6 == want
 }
 
+// onHost refuses a set with a member the host lacks (the kernel's EINVAL
+// for cpuset.cpus or cpuset.mems), unless the host's set is unknown.
+func onHost(f semantic.Feature, what string, set, host semantic.CPUSet) error {
+	if host == nil {
+		return nil
+	}
+	for _, id := range set {
+		if !slices.Contains(host, id) {
+			return semantic.Errorf(semantic.ErrInvalid, "set "+string(f), "",
+				"%s %d is not on this host, which has %s", what, id, host)
+		}
+	}
+	return nil
+}
+
 // ioWeightLossless reports whether systemd's v1 map keeps an IO weight.
 func ioWeightLossless(h *host, w uint64) bool {
 	if h.layout == layoutUnified {
@@ -306,9 +327,15 @@ func (h *host) encode(req *semantic.Resources, approx bool) ([]prop, error) {
 			add(semantic.CPUMaxFeature, "CPUQuotaPeriodUSec", uint64(m.EffectivePeriod().Microseconds()))
 		}
 		if c.Cpus != nil {
+			if err := onHost(semantic.CPUSetCPUs, "CPU", c.Cpus, h.cpus); err != nil {
+				return nil, err
+			}
 			add(semantic.CPUSetCPUs, "AllowedCPUs", cpuMask(c.Cpus))
 		}
 		if c.Mems != nil {
+			if err := onHost(semantic.CPUSetMems, "memory node", c.Mems, h.mems); err != nil {
+				return nil, err
+			}
 			add(semantic.CPUSetMems, "AllowedMemoryNodes", cpuMask(c.Mems))
 		}
 	}
@@ -393,10 +420,16 @@ func maskSet(b []byte) semantic.CPUSet {
 	return out
 }
 
+// inheritedSet reads what a slice without a set of its own gets, from
+// its group's nearest cpuset.cpus.effective or cpuset.mems.effective.
+type inheritedSet func(file string) semantic.CPUSet
+
 // decode reads the properties of a slice (GetAll of its Slice interface)
 // back into resources, for every feature caps supports. resolve finds the
-// device a node path in an IO limit or DeviceAllow= names.
-func (h *host) decode(props map[string]dbus.Variant, caps semantic.Capabilities, resolve nodeResolver) *semantic.Resources {
+// device a node path in an IO limit or DeviceAllow= names; inherit reads
+// the CPUs and nodes of a slice with no AllowedCPUs= or
+// AllowedMemoryNodes=.
+func (h *host) decode(props map[string]dbus.Variant, caps semantic.Capabilities, resolve nodeResolver, inherit inheritedSet) *semantic.Resources {
 	u64 := func(name string, unset uint64) uint64 {
 		if v, ok := props[name].Value().(uint64); ok {
 			return v
@@ -454,10 +487,10 @@ func (h *host) decode(props map[string]dbus.Variant, caps semantic.Capabilities,
 			c.Max = m
 		}
 		if has(semantic.CPUSetCPUs) {
-			c.Cpus = effectiveSet(props, "AllowedCPUs", "EffectiveCPUs")
+			c.Cpus = ownOrInherited(props, "AllowedCPUs", func() semantic.CPUSet { return inherit("cpuset.cpus.effective") })
 		}
 		if has(semantic.CPUSetMems) {
-			c.Mems = effectiveSet(props, "AllowedMemoryNodes", "EffectiveMemoryNodes")
+			c.Mems = ownOrInherited(props, "AllowedMemoryNodes", func() semantic.CPUSet { return inherit("cpuset.mems.effective") })
 		}
 		r.CPU = c
 	}
@@ -482,14 +515,17 @@ func (h *host) decode(props map[string]dbus.Variant, caps semantic.Capabilities,
 	return r
 }
 
-// effectiveSet reads a set property, or the effective one when the set is
-// empty (systemd's "not set": the parent's).
-func effectiveSet(props map[string]dbus.Variant, allowed, effective string) semantic.CPUSet {
+// ownOrInherited reads a set property or, when it is empty (systemd's
+// "not set"), what the slice gets from above. Not the unit's Effective*
+// property: that is empty until systemd enables cpuset for the slice,
+// which it does once any sibling sets one, so an unset slice would read
+// differently before and after a sibling's change.
+func ownOrInherited(props map[string]dbus.Variant, allowed string, inherited func() semantic.CPUSet) semantic.CPUSet {
 	if b, ok := props[allowed].Value().([]byte); ok && len(maskSet(b)) > 0 {
 		return maskSet(b)
 	}
-	if b, ok := props[effective].Value().([]byte); ok && len(maskSet(b)) > 0 {
-		return maskSet(b)
+	if s := inherited(); len(s) > 0 {
+		return s
 	}
 	return semantic.CPUSet{}
 }

@@ -152,7 +152,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			want := c.req.Normalize(h.pageSize)
 			props, err := h.encode(want, false)
 			require.NoError(t, err)
-			got := h.decode(systemdView(t, props), caps, noNodes).Normalize(h.pageSize)
+			got := h.decode(systemdView(t, props), caps, noNodes, noSets).Normalize(h.pageSize)
 			for _, f := range c.req.Fields() {
 				switch f {
 				case semantic.DevicesFeature:
@@ -259,23 +259,62 @@ func TestDecodeDefaults(t *testing.T) {
 		"CPUWeight": dbus.MakeVariant(uint64(infinity)), "IOWeight": dbus.MakeVariant(uint64(infinity)),
 		"CPUQuotaPerSecUSec": dbus.MakeVariant(uint64(infinity)), "CPUQuotaPeriodUSec": dbus.MakeVariant(uint64(infinity)),
 		"TasksMax": dbus.MakeVariant(uint64(infinity)), "DevicePolicy": dbus.MakeVariant("auto"),
-		"EffectiveCPUs": dbus.MakeVariant([]byte{0x3}), "AllowedCPUs": dbus.MakeVariant([]byte{}),
-	}, h.capabilities(), noNodes)
+		"EffectiveCPUs": dbus.MakeVariant([]byte{}), "AllowedCPUs": dbus.MakeVariant([]byte{}),
+		"EffectiveMemoryNodes": dbus.MakeVariant([]byte{}), "AllowedMemoryNodes": dbus.MakeVariant([]byte{}),
+	}, h.capabilities(), noNodes, func(file string) semantic.CPUSet {
+		// What the group above gives: systemd's Effective* stays empty
+		// until it enables cpuset for the slice.
+		return map[string]semantic.CPUSet{"cpuset.cpus.effective": {0, 1, 2, 3}, "cpuset.mems.effective": {0}}[file]
+	})
 	assert.Equal(t, semantic.Bytes(semantic.Unlimited), *got.Memory.Max)
 	assert.Equal(t, semantic.Bytes(0), *got.Memory.Low)
 	assert.Equal(t, uint64(100), *got.CPU.Weight, "unset weight is the default")
 	assert.Equal(t, uint64(100), *got.IO.Weight)
 	assert.Equal(t, semantic.CPUMax{Period: semantic.DefaultCPUPeriod}, *got.CPU.Max)
-	assert.Equal(t, semantic.CPUSet{0, 1}, got.CPU.Cpus, "an empty AllowedCPUs= reads as the effective set")
+	assert.Equal(t, semantic.CPUSet{0, 1, 2, 3}, got.CPU.Cpus, "an empty AllowedCPUs= reads as the inherited set")
+	assert.Equal(t, semantic.CPUSet{0}, got.CPU.Mems, "an empty AllowedMemoryNodes= reads as the inherited set")
 	assert.Equal(t, semantic.Count(semantic.Unlimited), *got.Pids.Max)
 	assert.Equal(t, semantic.AllowByDefault, got.Devices.Default)
 	assert.Empty(t, got.IO.Limits)
 	// Unsupported features are left out.
 	hy := hybridHost()
-	got = hy.decode(map[string]dbus.Variant{}, hy.capabilities(), noNodes)
+	got = hy.decode(map[string]dbus.Variant{}, hy.capabilities(), noNodes, noSets)
 	assert.Nil(t, got.Memory.High)
 	assert.Nil(t, got.IO)
 	assert.Empty(t, got.HugeTLB)
+}
+
+func noSets(string) semantic.CPUSet { return nil }
+
+// TestEncodeRefusesSetsOffHost: systemd stores any AllowedCPUs= and only
+// logs the kernel's EINVAL, so the driver must refuse it.
+func TestEncodeRefusesSetsOffHost(t *testing.T) {
+	h := unifiedHost()
+	h.cpus, h.mems = semantic.CPUSet{0, 1}, semantic.CPUSet{0}
+	for _, c := range []struct {
+		name    string
+		cpu     semantic.CPU
+		invalid bool
+	}{
+		{"CpusOnHost", semantic.CPU{Cpus: semantic.CPUSet{0, 1}}, false},
+		{"MemsOnHost", semantic.CPU{Mems: semantic.CPUSet{0}}, false},
+		{"CpuOffHost", semantic.CPU{Cpus: semantic.CPUSet{1, 2}}, true},
+		{"NodeOffHost", semantic.CPU{Mems: semantic.CPUSet{semantic.MaxCPUSetID}}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			props, err := h.encode(&semantic.Resources{CPU: &c.cpu}, false)
+			if c.invalid {
+				require.ErrorIs(t, err, semantic.ErrInvalid)
+				assert.Empty(t, props)
+				return
+			}
+			require.NoError(t, err)
+			assert.Len(t, props, 1)
+		})
+	}
+	h.cpus = nil
+	_, err := h.encode(&semantic.Resources{CPU: &semantic.CPU{Cpus: semantic.CPUSet{7}}}, false)
+	assert.NoError(t, err, "an unknown host set refuses nothing; the kernel is the judge")
 }
 
 func TestCPUMask(t *testing.T) {
