@@ -89,6 +89,13 @@ func reliabilityTarget(t *testing.T) reliability.Target {
 	h := reliabilityHost(t)
 	tg := reliability.Target{
 		Require: func(t *testing.T) {
+			if os.Getenv("CGSEM_VM") != "" {
+				// Known gaps, open in issue 6: with every controller the
+				// matrix's seam count also sees controller enablement, the
+				// restart child needs a sleep binary the initramfs lacks, and
+				// the overlapping-groups model fails on v2's leaf rule.
+				t.Skip("v2 reliability checks run in the host lane only; in the pure-v2 VM they are not yet adapted (issue 6)")
+			}
 			testenv.RequireCgroup2(t)
 			if h == nil || h.mount == "" {
 				t.Skip("needs cgroup2: no cgroup2 mount shows this process's own group")
