@@ -3,7 +3,11 @@ package fake_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +50,23 @@ func sleeper(t *testing.T) *exec.Cmd {
 	cmd := exec.Command("sleep", "1000")
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { reap(cmd) })
+	return cmd
+}
+
+// settledSleeper is a sleeper that has finished starting: it is blocked
+// in its sleep system call, so its resident memory no longer changes while
+// a test compares figures taken at different moments.
+func settledSleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := sleeper(t)
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", cmd.Process.Pid))
+		if err != nil {
+			return false
+		}
+		nr, _, _ := strings.Cut(string(b), " ")
+		return nr == strconv.Itoa(unix.SYS_CLOCK_NANOSLEEP) || nr == strconv.Itoa(unix.SYS_NANOSLEEP)
+	}, liveness, time.Millisecond, "sleep %d never reached its sleep", cmd.Process.Pid)
 	return cmd
 }
 

@@ -286,7 +286,8 @@ func TestStats(t *testing.T) {
 	require.Nil(t, st.IO)
 	require.Nil(t, st.Pressure)
 
-	cmd1, cmd2 := sleeper(t), sleeper(t)
+	// Settled, so that figures read at different moments are comparable.
+	cmd1, cmd2 := settledSleeper(t), settledSleeper(t)
 	require.NoError(t, a.AddProcess(ctx, cmd1.Process.Pid))
 	require.NoError(t, b.AddProcess(ctx, cmd2.Process.Pid))
 	stA, err := a.Stats(ctx)
