@@ -2,15 +2,15 @@ package devfilter
 
 import (
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
 
-	"github.com/cgsem/cgsem/semantic"
 	"golang.org/x/sys/unix"
+
+	"github.com/cgsem/cgsem/internal/digest"
+	"github.com/cgsem/cgsem/semantic"
 )
 
 // The bpf(2) system call, for the seven commands this package uses. The
@@ -272,7 +272,7 @@ func (l *Loaded) runs(p *Program) bool {
 // A loaded program whose tag is neither runs other instructions.
 func tagsOf(p *Program) [2][unix.BPF_TAG_SIZE]byte {
 	code := []byte(p.key())
-	s1, s256 := sha1.Sum(code), sha256.Sum256(code)
+	s1, s256 := digest.SHA1(code), digest.SHA256(code)
 	var out [2][unix.BPF_TAG_SIZE]byte
 	copy(out[0][:], s256[:])
 	copy(out[1][:], s1[:])
