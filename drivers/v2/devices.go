@@ -2,11 +2,11 @@ package v2
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -20,10 +20,65 @@ import (
 // back exactly. trusted.* is root's, as loading a device program is.
 const devicesXattr = "trusted.cgsem.devices"
 
-// devicesRecord is devicesXattr's content.
+// devicesRecord is devicesXattr's content, kept as lines of text:
+//
+//	program 42
+//	default deny
+//	allow c 1:3 rwm
+//
+// (the program's id, the default, then each rule as DeviceRule.String
+// renders it). Plain lines rather than JSON keep encoding/json, and the
+// reflection it brings, out of every program that links this driver.
 type devicesRecord struct {
-	Program uint32            `json:"program"`
-	Devices *semantic.Devices `json:"devices"`
+	Program uint32
+	Devices *semantic.Devices
+}
+
+func (r devicesRecord) marshal() []byte {
+	b := fmt.Appendf(nil, "program %d\ndefault %s\n", r.Program, r.Devices.Default)
+	for _, rule := range r.Devices.Rules {
+		b = append(b, rule.String()...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// parseRecord reads marshal's form back. It takes nothing on trust: the
+// list must be valid, and the caller still checks that the program runs it.
+func parseRecord(b []byte) (*devicesRecord, error) {
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 2 {
+		return nil, errors.New("too short")
+	}
+	id, ok := strings.CutPrefix(lines[0], "program ")
+	if !ok {
+		return nil, fmt.Errorf("first line %q: want \"program ID\"", lines[0])
+	}
+	n, err := strconv.ParseUint(id, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("program id %q: %w", id, err)
+	}
+	def, ok := strings.CutPrefix(lines[1], "default ")
+	if !ok {
+		return nil, fmt.Errorf("second line %q: want \"default POLICY\"", lines[1])
+	}
+	devs := &semantic.Devices{Default: semantic.DevicePolicy(def)}
+	for _, line := range lines[2:] {
+		verb, spec, _ := strings.Cut(line, " ")
+		if verb != "allow" && verb != "deny" || strings.HasPrefix(spec, "/") {
+			// A node path would be stat'ed: the record names numbers only.
+			return nil, fmt.Errorf("rule %q: want \"allow|deny TYPE MAJOR:MINOR ACCESS\"", line)
+		}
+		rule, err := semantic.ParseDeviceRule(spec, verb == "allow")
+		if err != nil {
+			return nil, err
+		}
+		devs.Rules = append(devs.Rules, rule)
+	}
+	if err := devs.Validate(); err != nil {
+		return nil, err
+	}
+	return &devicesRecord{Program: uint32(n), Devices: devs}, nil
 }
 
 // allowsEverything reports whether a list grants every access on every
@@ -291,11 +346,11 @@ func readRecord(fd int) (*devicesRecord, error) {
 		case err != nil:
 			return nil, err
 		}
-		var rec devicesRecord
-		if err := json.Unmarshal(buf[:n], &rec); err != nil || rec.Devices == nil {
-			return nil, fmt.Errorf("%s: not a device record", devicesXattr)
+		rec, err := parseRecord(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("%s: not a device record: %w", devicesXattr, err)
 		}
-		return &rec, nil
+		return rec, nil
 	}
 }
 
@@ -303,11 +358,7 @@ func readRecord(fd int) (*devicesRecord, error) {
 // processes, not part of the change: a filesystem that keeps no xattrs
 // only costs them the read-back.
 func (d *Driver) writeRecord(fd int, p semantic.Path, rec devicesRecord) {
-	b, err := json.Marshal(rec)
-	if err == nil {
-		err = unix.Setxattr(fdPath(fd), devicesXattr, b, 0)
-	}
-	if err != nil {
+	if err := unix.Setxattr(fdPath(fd), devicesXattr, rec.marshal(), 0); err != nil {
 		d.log.Debug("record device list", "group", p.Display(), "error", err)
 	}
 }

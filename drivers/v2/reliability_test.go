@@ -2,7 +2,6 @@ package v2_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -262,11 +261,7 @@ func (o devicesObserver) devices(t *testing.T, dir string) *semantic.Devices {
 	buf := make([]byte, 64<<10)
 	n, err := unix.Getxattr(dir, "trusted.cgsem.devices", buf)
 	require.NoError(t, err, "observer: a program is attached to %s, but no list is recorded", dir)
-	var rec struct {
-		Program uint32            `json:"program"`
-		Devices *semantic.Devices `json:"devices"`
-	}
-	require.NoError(t, json.Unmarshal(buf[:n], &rec), "observer: record of %s", dir)
+	rec := parseDevicesRecord(t, dir, string(buf[:n]))
 	require.Equal(t, ids[0], rec.Program, "observer: the program attached to %s is not the recorded one", dir)
 	prog, err := devfilter.Compile(rec.Devices)
 	require.NoError(t, err, "observer: recorded list of %s", dir)
@@ -274,6 +269,33 @@ func (o devicesObserver) devices(t *testing.T, dir string) *semantic.Devices {
 	require.NoError(t, err, "observer")
 	require.True(t, runs, "observer: program %d on %s does not run the recorded list %v", ids[0], dir, rec.Devices)
 	return rec.Devices
+}
+
+// devicesRecord is the observer's own reading of the driver's record: a
+// line "program ID", a line "default POLICY", then one "allow|deny RULE"
+// line per rule.
+type devicesRecord struct {
+	Program uint32
+	Devices *semantic.Devices
+}
+
+func parseDevicesRecord(t *testing.T, dir, text string) devicesRecord {
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	require.GreaterOrEqual(t, len(lines), 2, "observer: record of %s: %q", dir, text)
+	var rec devicesRecord
+	_, err := fmt.Sscanf(lines[0], "program %d", &rec.Program)
+	require.NoError(t, err, "observer: record of %s: %q", dir, lines[0])
+	def, ok := strings.CutPrefix(lines[1], "default ")
+	require.True(t, ok, "observer: record of %s: %q", dir, lines[1])
+	rec.Devices = &semantic.Devices{Default: semantic.DevicePolicy(def)}
+	for _, line := range lines[2:] {
+		verb, spec, _ := strings.Cut(line, " ")
+		rule, err := semantic.ParseDeviceRule(spec, verb == "allow")
+		require.NoError(t, err, "observer: record of %s: %q", dir, line)
+		require.Contains(t, []string{"allow", "deny"}, verb, "observer: record of %s: %q", dir, line)
+		rec.Devices.Rules = append(rec.Devices.Rules, rule)
+	}
+	return rec
 }
 
 // leafOracle is the fake with cgroup v2's leaf rule, as this driver keeps

@@ -1,8 +1,8 @@
 package v2_test
 
 import (
-	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,8 +205,7 @@ func TestDevicesTakeOverRefused(t *testing.T) {
 		{
 			name: "RecordNamesAnotherList",
 			tamper: func(t *testing.T, dir string, id uint32) []uint32 {
-				b, err := json.Marshal(map[string]any{"program": id, "devices": devs(semantic.AllowByDefault)})
-				require.NoError(t, err)
+				b := fmt.Appendf(nil, "program %d\ndefault allow\n", id)
 				require.NoError(t, unix.Setxattr(dir, "trusted.cgsem.devices", b, 0))
 				return []uint32{id}
 			},
