@@ -1,12 +1,12 @@
 package systemd
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/cgsem/cgsem/internal/digest"
 	"github.com/cgsem/cgsem/semantic"
 )
 
@@ -104,7 +104,7 @@ func unescapeSegment(e string) (string, error) {
 // hashComponent is the component that stands for a segment whose escaped
 // form does not fit in a unit name.
 func hashComponent(seg string) string {
-	sum := sha256.Sum256([]byte(seg))
+	sum := digest.SHA256([]byte(seg))
 	return hashMark + hex.EncodeToString(sum[:])[:hashHex]
 }
 
