@@ -1,11 +1,11 @@
 package registry
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -131,8 +131,9 @@ func (r *Registry) Probe() Selection {
 		regs = append(regs, reg)
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(regs, func(a, b Registration) int {
-		return cmp.Or(cmp.Compare(b.Priority, a.Priority), cmp.Compare(a.Name, b.Name))
+	sort.Slice(regs, func(i, j int) bool {
+		a, b := regs[i], regs[j]
+		return a.Priority > b.Priority || a.Priority == b.Priority && a.Name < b.Name
 	})
 	var sel Selection
 	for _, reg := range regs {

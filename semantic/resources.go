@@ -1,10 +1,10 @@
 package semantic
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +93,18 @@ type IOLimit struct {
 	WriteBPS  uint64 `json:"wbps,omitempty"`
 	ReadIOPS  uint64 `json:"riops,omitempty"`
 	WriteIOPS uint64 `json:"wiops,omitempty"`
+}
+
+// SortIOLimits orders limits by device number, major then minor: the
+// order Normalize gives and every driver reads back in.
+func SortIOLimits(limits []IOLimit) {
+	// sort.Slice rather than slices.SortFunc: one sort for every element
+	// type keeps programs that link cgsem small (the generic sort is
+	// instantiated per type).
+	sort.Slice(limits, func(i, j int) bool {
+		a, b := limits[i], limits[j]
+		return a.Major < b.Major || a.Major == b.Major && a.Minor < b.Minor
+	})
 }
 
 // Device renders the device as "MAJOR:MINOR".
@@ -246,20 +258,16 @@ func (r *Resources) Normalize(pageSize uint64) *Resources {
 		io.Limits = slices.DeleteFunc(io.Limits, func(l IOLimit) bool {
 			return l.ReadBPS == 0 && l.WriteBPS == 0 && l.ReadIOPS == 0 && l.WriteIOPS == 0
 		})
-		slices.SortFunc(io.Limits, func(a, b IOLimit) int {
-			return cmp.Or(cmp.Compare(a.Major, b.Major), cmp.Compare(a.Minor, b.Minor))
-		})
+		SortIOLimits(io.Limits)
 	}
 	if out.HugeTLB != nil {
 		for i := range out.HugeTLB {
 			out.HugeTLB[i].Limit = RoundToPage(out.HugeTLB[i].Limit, uint64(out.HugeTLB[i].PageSize))
 		}
-		slices.SortFunc(out.HugeTLB, func(a, b HugeTLBLimit) int { return cmpUint(a.PageSize, b.PageSize) })
+		sort.Slice(out.HugeTLB, func(i, j int) bool { return out.HugeTLB[i].PageSize < out.HugeTLB[j].PageSize })
 	}
 	return out
 }
-
-func cmpUint[T ~uint64](a, b T) int { return cmp.Compare(a, b) }
 
 // sortedSet sorts and de-duplicates a set built by hand; nil stays nil.
 func sortedSet(c CPUSet) CPUSet {

@@ -582,12 +582,7 @@ func ioLimits(props map[string]dbus.Variant, resolve nodeResolver) []semantic.IO
 	for _, k := range order {
 		out = append(out, *byDev[k])
 	}
-	slices.SortFunc(out, func(a, b semantic.IOLimit) int {
-		if a.Major != b.Major {
-			return int(a.Major - b.Major)
-		}
-		return int(a.Minor - b.Minor)
-	})
+	semantic.SortIOLimits(out)
 	return out
 }
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"slices"
+	"sort"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -177,11 +177,9 @@ func sortedIO(byDev map[[2]int64]*semantic.IODeviceStats) []semantic.IODeviceSta
 	for _, s := range byDev {
 		out = append(out, *s)
 	}
-	slices.SortFunc(out, func(a, b semantic.IODeviceStats) int {
-		if a.Major != b.Major {
-			return int(a.Major - b.Major)
-		}
-		return int(a.Minor - b.Minor)
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.Major < b.Major || a.Major == b.Major && a.Minor < b.Minor
 	})
 	return out
 }

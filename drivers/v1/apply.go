@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -835,12 +836,7 @@ func (d *Driver) readResources(p semantic.Path) (*semantic.Resources, error) {
 			for _, l := range byDev {
 				res.IO.Limits = append(res.IO.Limits, *l)
 			}
-			slices.SortFunc(res.IO.Limits, func(a, b semantic.IOLimit) int {
-				if a.Major != b.Major {
-					return int(a.Major - b.Major)
-				}
-				return int(a.Minor - b.Minor)
-			})
+			semantic.SortIOLimits(res.IO.Limits)
 		}
 	}
 	if supports(semantic.PidsMax) {
@@ -896,6 +892,6 @@ func hugePageSizes() ([]semantic.Bytes, error) {
 			out = append(out, semantic.Bytes(v)*semantic.KiB)
 		}
 	}
-	slices.Sort(out)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"strconv"
 	"sync"
 
@@ -60,6 +61,13 @@ func compareKeys(a, b devKey) int {
 	return cmp.Or(cmp.Compare(a.typ, b.typ), cmp.Compare(a.major, b.major), cmp.Compare(a.minor, b.minor))
 }
 
+// sortKeys sorts keys by compare. (sort.Slice, not slices.SortFunc:
+// see semantic.SortIOLimits.)
+func sortKeys(keys []devKey, compare func(a, b devKey) int) []devKey {
+	sort.Slice(keys, func(i, j int) bool { return compare(keys[i], keys[j]) < 0 })
+	return keys
+}
+
 // devState is a devices group as the kernel holds it.
 type devState struct {
 	allow bool // default allow (exceptions deny); false: default deny (exceptions allow)
@@ -94,7 +102,7 @@ func (s devState) clone() devState {
 // sortedKeys lists the exceptions in a fixed order, so writes are
 // deterministic.
 func (s devState) sortedKeys() []devKey {
-	return slices.SortedFunc(maps.Keys(s.ex), compareKeys)
+	return sortKeys(slices.Collect(maps.Keys(s.ex)), compareKeys)
 }
 
 // devicesFromList reads devices.list: "a *:* rwm" alone is default allow
@@ -158,7 +166,7 @@ func classesOf(typ semantic.DeviceType, rules []semantic.DeviceRule) devClasses 
 }
 
 func uniq(xs []int64) []int64 {
-	slices.Sort(xs)
+	sort.Slice(xs, func(i, j int) bool { return xs[i] < xs[j] })
 	return slices.Compact(xs)
 }
 
@@ -252,7 +260,7 @@ func compileDevices(d *semantic.Devices) (devState, error) {
 		}
 		// Drop keys the others make redundant, most specific first, so the
 		// list keeps its wildcards and stays short.
-		keys := slices.SortedFunc(maps.Keys(ex), func(a, b devKey) int {
+		keys := sortKeys(slices.Collect(maps.Keys(ex)), func(a, b devKey) int {
 			return cmp.Or(cmp.Compare(a.specificity(), b.specificity()), compareKeys(a, b))
 		})
 		for _, k := range keys {

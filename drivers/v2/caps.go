@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -202,7 +203,7 @@ func hostHugeSizes() []semantic.Bytes {
 			out = append(out, semantic.Bytes(n)*semantic.KiB)
 		}
 	}
-	slices.Sort(out)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
 

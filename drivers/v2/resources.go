@@ -159,9 +159,7 @@ func sortedIOLimits(r *semantic.Resources) []semantic.IOLimit {
 		return nil
 	}
 	out := slices.Clone(r.IO.Limits)
-	slices.SortFunc(out, func(a, b semantic.IOLimit) int {
-		return cmp.Or(cmp.Compare(a.Major, b.Major), cmp.Compare(a.Minor, b.Minor))
-	})
+	semantic.SortIOLimits(out)
 	return out
 }
 
@@ -293,9 +291,7 @@ func parseIOMax(s string) ([]semantic.IOLimit, error) {
 			out = append(out, *l)
 		}
 	}
-	slices.SortFunc(out, func(a, b semantic.IOLimit) int {
-		return cmp.Or(cmp.Compare(a.Major, b.Major), cmp.Compare(a.Minor, b.Minor))
-	})
+	semantic.SortIOLimits(out)
 	return out, nil
 }
 
