@@ -163,3 +163,24 @@ func TestEventsUnsupported(t *testing.T) {
 		requireEvents(t, ev, g, semantic.EventOOM)
 	})
 }
+
+// Kill leaves the subtree thawed, as v1 and v2 do: each group frozen
+// before fires EventThawed, and a later Freeze is a change again.
+func TestKillThaws(t *testing.T) {
+	d := newDriver(t, fake.Options{})
+	ctx := ctxFor(t)
+	a := create(t, d, "a", nil)
+	b := create(t, d, "a/b", nil)
+	c := create(t, d, "a/c", nil)
+	evA, evB, evC := subscribe(t, a), subscribe(t, b), subscribe(t, c)
+	require.NoError(t, b.Freeze(ctx))
+	require.NoError(t, a.Freeze(ctx))
+	require.NoError(t, a.Kill(ctx))
+	require.NoError(t, b.Freeze(ctx))
+	for _, g := range []semantic.Group{a, b, c} {
+		require.NoError(t, d.InjectOOM(g.Path()))
+	}
+	requireEvents(t, evA, a, semantic.EventFrozen, semantic.EventThawed, semantic.EventOOM, semantic.EventOOMKill)
+	requireEvents(t, evB, b, semantic.EventFrozen, semantic.EventThawed, semantic.EventFrozen, semantic.EventOOM, semantic.EventOOMKill)
+	requireEvents(t, evC, c, semantic.EventOOM, semantic.EventOOMKill)
+}

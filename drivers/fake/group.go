@@ -288,7 +288,10 @@ func (g *group) setFrozen(ctx context.Context, op string, frozen bool) error {
 }
 
 // Kill SIGKILLs every task of the group and its descendants, again for any
-// that joins meanwhile, and waits until none is left or ctx ends.
+// that joins meanwhile, and waits until none is left or ctx ends. It
+// leaves the group and every descendant thawed, firing EventThawed for
+// each that was frozen, as a real driver does: v1 must thaw to kill, and
+// v2 thaws so the next process started into the group runs.
 func (g *group) Kill(ctx context.Context) error {
 	const op = "kill"
 	if err := ctxErr(ctx, op, g.path); err != nil {
@@ -300,7 +303,23 @@ func (g *group) Kill(ctx context.Context) error {
 	if err := g.notRoot(op); err != nil {
 		return err
 	}
-	return g.kill(ctx, op)
+	if err := g.kill(ctx, op); err != nil {
+		return err
+	}
+	g.d.mu.Lock()
+	defer g.d.mu.Unlock()
+	n, err := g.d.nodeLocked(op, g.path)
+	if err != nil {
+		return err
+	}
+	for _, m := range slices.Backward(n.subtree()) {
+		if m.frozen {
+			m.frozen = false
+			g.d.log.Trace("thaw", "group", m.path.Display())
+			g.d.emit(m, semantic.EventThawed, 0)
+		}
+	}
+	return nil
 }
 
 func (g *group) kill(ctx context.Context, op string) error {

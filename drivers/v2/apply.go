@@ -79,9 +79,12 @@ func (d *Driver) execute(ctx context.Context, p semantic.Path, changes []change,
 	var undo []change
 	fail := func(cause error) error {
 		var errs []error
+		// Restores skip the fault hook, so an injected fault hits only
+		// the change under test.
+		quiet := d.root.Unhooked()
 		for i := len(undo) - 1; i >= 0; i-- {
 			u := undo[i]
-			if err := d.root.Write(join(u.dir, u.file), u.value); err != nil {
+			if err := quiet.Write(join(u.dir, u.file), u.value); err != nil {
 				d.log.Warn("restore after a failed change", "file", join(u.dir, u.file), "value", u.value, "error", err)
 				errs = append(errs, fmt.Errorf("restoring %s: %w", u.file, err))
 			}

@@ -53,7 +53,13 @@
 // fail with ErrBusy ("put the process in a child"), and so does Create
 // below a group that holds processes. The driver's root is exempt (it may
 // hold the caller itself), as is a threaded subtree. The driver never
-// moves processes on its own to make room.
+// moves processes on its own to make room. A group whose last child was
+// deleted still hands down the controllers enabled for it, which the
+// kernel lets hold no process: AddProcess and Start disable them first
+// (nothing below uses them). The root's controllers are the caller's, as
+// are its processes: once a group below needs a controller, the root
+// takes no process, and a root holding processes gets no controller
+// enabled (ErrBusy from the kernel).
 //
 // # Resources
 //
@@ -140,7 +146,8 @@
 // through inotify on cgroup.events, for "frozen 1" or "frozen 0" (or ctx;
 // a Freeze cut short by ctx is undone). Kill writes cgroup.kill and waits
 // for "populated 0", writing it again every 200ms for processes moved in
-// meanwhile. Delete tries one rmdir, which the kernel refuses for a group
+// meanwhile, then thaws the group and every descendant frozen on its own,
+// as v1 and the fake leave them: a killed group is empty and thawed. Delete tries one rmdir, which the kernel refuses for a group
 // with children or processes; only then does it look why, refusing
 // children without Recursive and processes without Kill (ErrBusy) before
 // it changes anything, then removes the directories deepest first,

@@ -469,3 +469,49 @@ func TestFaultsSeeEveryChange(t *testing.T) {
 		"mkdir x/refused", "attach x/refused", "rmdir x/refused",
 	}, seen)
 }
+
+// Kill leaves the subtree thawed and the group startable: a group left
+// frozen, or one that cgroup.kill marked (the kernel then SIGKILLs every
+// child clone3 places into it), would take the next Start's process
+// before its first instruction, so the helper below would never say
+// "ready".
+func TestKillLeavesGroupThawedAndStartable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		frozen []string // frozen, in order, before the kill
+	}{
+		{name: "running"},
+		{name: "group frozen", frozen: []string{"k"}},
+		{name: "child frozen on its own", frozen: []string{"k/c"}},
+		{name: "both frozen", frozen: []string{"k/c", "k"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, dir := hostDriver(t, nil)
+			ctx := t.Context()
+			k := create(t, d, "k", nil)
+			c := create(t, d, "k/c", nil)
+			victim := newHelper(t, "sleep").start()
+			require.NoError(t, c.AddProcess(ctx, victim.pid()))
+			for _, p := range tc.frozen {
+				g, err := d.Open(ctx, semantic.MustPath(p))
+				require.NoError(t, err)
+				require.NoError(t, g.Freeze(ctx))
+			}
+			require.NoError(t, k.Kill(ctx))
+			select {
+			case <-victim.done:
+			case <-time.After(time.Minute):
+				t.Fatalf("pid %d outlived Kill", victim.pid())
+			}
+			for _, p := range []string{"k", "k/c"} {
+				b, err := os.ReadFile(filepath.Join(dir, p, "cgroup.freeze"))
+				require.NoError(t, err)
+				require.Equal(t, "0", strings.TrimSpace(string(b)), "cgroup.freeze of %s after Kill", p)
+			}
+			next := newHelper(t, "sleep")
+			require.NoError(t, c.Start(ctx, next.cmd))
+			next.started()
+			require.Equal(t, []int{next.pid()}, procsOf(t, filepath.Join(dir, "k/c")))
+		})
+	}
+}

@@ -50,6 +50,15 @@ func (g *group) add(ctx context.Context, op, file string, id int) error {
 		return err
 	}
 	err := g.d.root.Write(join(g.rel, file), strconv.Itoa(id))
+	if errors.Is(err, unix.EBUSY) && !isInjected(err) {
+		// A group whose last child is gone keeps the controllers it
+		// handed down, and the kernel takes no process while it does.
+		if released, rerr := g.releaseControllers(); rerr != nil {
+			return wrap(op, g.path, rerr)
+		} else if released {
+			err = g.d.root.Write(join(g.rel, file), strconv.Itoa(id))
+		}
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -83,6 +92,34 @@ func (g *group) checkLeaf(op string) error {
 			"the group has child groups, and cgroup v2 keeps processes only in groups without children (the leaf rule); put the process in a child")
 	}
 	return nil
+}
+
+// releaseControllers disables every controller the group hands down
+// when it has no child group left: the controllers Create enabled for a
+// child stay when that child is deleted, and cgroup v2 refuses processes
+// in a group that hands down controllers, children or not. With no child
+// the change affects nobody. It reports whether it wrote.
+func (g *group) releaseControllers() (bool, error) {
+	if g.path.IsRoot() || g.d.threaded {
+		return false, nil
+	}
+	file := join(g.rel, subtreeControl)
+	enabled, err := g.d.root.ReadString(file)
+	if err != nil || enabled == "" {
+		return false, err
+	}
+	n, err := g.descendants()
+	if err != nil || n > 0 {
+		return false, err
+	}
+	var off []string
+	for _, c := range strings.Fields(enabled) {
+		off = append(off, "-"+c)
+	}
+	if err := g.d.root.Write(file, strings.Join(off, " ")); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // descendants counts the group's live descendant groups (cgroup.stat).
@@ -185,6 +222,11 @@ func (g *group) Start(ctx context.Context, cmd *exec.Cmd) error {
 	defer g.d.release()
 	if err := g.checkLeaf(op); err != nil {
 		return err
+	}
+	// clone3 cannot be retried with the same cmd (Start closes what it
+	// was given), so the controllers are released before, not on EBUSY.
+	if _, err := g.releaseControllers(); err != nil {
+		return wrap(op, g.path, err)
 	}
 	dir, err := g.d.openDir(g.rel)
 	if err != nil {

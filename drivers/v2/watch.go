@@ -3,6 +3,7 @@ package v2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path"
 	"time"
@@ -170,10 +171,28 @@ func (g *group) ancestorFrozen() bool {
 // writes cgroup.kill again, for processes moved in after the first write.
 const killRetry = 200 * time.Millisecond
 
-// Kill writes 1 to cgroup.kill, which SIGKILLs every process of the group
-// and its descendants (frozen ones too) and fails their forks meanwhile,
-// then waits until cgroup.events says "populated 0", writing again every
-// 200ms for processes moved in since.
+// Kill SIGKILLs every process of the group and its descendants and waits
+// until cgroup.events says "populated 0". It freezes the group first (so
+// nothing in the subtree forks or runs meanwhile; a fatal signal still
+// ends a frozen process), signals every process cgroup.procs lists in the
+// subtree, and signals again every 200ms what was moved in since.
+//
+// Kill leaves the group and every descendant thawed: once the subtree is
+// empty it writes 0 to each cgroup.freeze that holds 1. A group left
+// frozen would freeze the next process started or added into it (a Start
+// into it would not return before a thaw), and v1's Kill (which must thaw
+// to kill) and the fake leave the subtree thawed too, so a program sees
+// the same state on every driver. A freeze of an ancestor is not the
+// group's to lift and is kept; EventThawed reports each group thawed. If
+// ctx ends first, the group's own cgroup.freeze is put back as it was.
+//
+// Kill does not write cgroup.kill, which Delete uses: since Linux 6.14
+// ("cgroup: fix race between fork and cgroup.kill", backported to stable
+// kernels) cgroup.kill raises the group's kill sequence for good, and
+// clone3 with CLONE_INTO_CGROUP compares the destination's sequence with
+// that of the caller's own group, so every later Start into a group once
+// killed that way gets a child the kernel SIGKILLs before its first
+// instruction. A group that outlives its Kill must stay startable.
 func (g *group) Kill(ctx context.Context) error {
 	const op = "kill"
 	if err := ctxErr(ctx, op, g.path); err != nil {
@@ -185,9 +204,106 @@ func (g *group) Kill(ctx context.Context) error {
 	if err := g.notRoot(op); err != nil {
 		return err
 	}
-	return g.kill(ctx, op)
+	freeze := join(g.rel, "cgroup.freeze")
+	prev, err := g.d.root.ReadString(freeze)
+	if err != nil {
+		return wrap(op, g.path, err)
+	}
+	if prev != "1" {
+		if err := g.d.root.Write(freeze, "1"); err != nil {
+			return wrap(op, g.path, err)
+		}
+	}
+	if err := g.signalUntilEmpty(ctx, op); err != nil {
+		if prev != "1" {
+			if rerr := g.d.root.Write(freeze, prev); rerr != nil {
+				g.d.log.Warn("undo freeze of kill", "group", g.path.Display(), "error", rerr)
+			}
+		}
+		return err
+	}
+	return g.thawTree(op)
 }
 
+// signalUntilEmpty SIGKILLs every process listed in the group's subtree
+// until cgroup.events says "populated 0", listing again every 200ms for
+// processes moved in since.
+func (g *group) signalUntilEmpty(ctx context.Context, op string) error {
+	w, err := newWatcher(g.eventsFile("cgroup.events"))
+	if err != nil {
+		return wrap(op, g.path, err)
+	}
+	defer w.close()
+	for {
+		populated, _, err := g.cgroupEvents()
+		if err != nil {
+			return wrap(op, g.path, err)
+		}
+		if !populated {
+			return nil
+		}
+		if err := g.signalTree(g.rel); err != nil {
+			return wrap(op, g.path, err)
+		}
+		for deadline := time.Now().Add(killRetry); ; {
+			err := w.wait(ctx, deadline)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return wrap(op, g.path, err)
+			}
+			if populated, _, err = g.cgroupEvents(); err != nil {
+				return wrap(op, g.path, err)
+			}
+			if !populated {
+				return nil
+			}
+		}
+	}
+}
+
+// signalTree SIGKILLs the processes cgroup.procs lists in rel and below.
+// A group removed meanwhile, and a process gone meanwhile, are skipped.
+func (g *group) signalTree(rel string) error {
+	b, err := g.d.root.Read(join(rel, "cgroup.procs"))
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pids, err := parseIDs(b)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("kill %d: %w", pid, err)
+		}
+		g.d.log.Trace("signal", "group", rel, "pid", pid, "signal", "SIGKILL")
+	}
+	kids, err := g.d.subdirs(rel)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, k := range kids {
+		if err := g.signalTree(rel + "/" + k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kill, Delete's, writes 1 to cgroup.kill, which SIGKILLs every process of
+// the group and its descendants (frozen ones too) and fails their forks
+// meanwhile, then waits until cgroup.events says "populated 0", writing
+// again every 200ms for processes moved in since. The group is removed
+// next, so the kill sequence cgroup.kill leaves (see Kill) does not
+// matter.
 func (g *group) kill(ctx context.Context, op string) error {
 	w, err := newWatcher(g.eventsFile("cgroup.events"))
 	if err != nil {
@@ -221,4 +337,40 @@ func (g *group) kill(ctx context.Context, op string) error {
 			}
 		}
 	}
+}
+
+// thawTree writes 0 to cgroup.freeze of the group and of every descendant
+// frozen on its own, parents before children. A group removed meanwhile
+// is skipped.
+func (g *group) thawTree(op string) error {
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		file := join(rel, "cgroup.freeze")
+		v, err := g.d.root.ReadString(file)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if v == "1" {
+			if err := g.d.root.Write(file, "0"); err != nil && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+		}
+		kids, err := g.d.subdirs(rel)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, k := range kids {
+			if err := walk(rel + "/" + k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return wrap(op, g.path, walk(g.rel))
 }

@@ -27,7 +27,10 @@ import (
 //     cannot deadlock, and keeps a model: every call must return what the
 //     model predicts, every read-back must equal the merge of the
 //     successful applies, and at the end every group reads back its last
-//     successful apply and holds exactly its processes.
+//     successful apply and holds exactly its processes. The settings are
+//     the controller fields without a parent-child rule, or the device
+//     list where the driver has none of those; with Target.LeafRule the
+//     model predicts cgroup v2's refusals of processes in inner groups.
 //   - SameGroupMemoryAndSwap: one worker moves memory.max, another
 //     memory.swap of the same group, unserialized. Both are read-modify-
 //     writes of memory.memsw.limit_in_bytes on v1; at the end each holds
@@ -189,7 +192,11 @@ func prefixes(p semantic.Path) []semantic.Path {
 
 // concurrencyFields are the exact features without a parent-child rule
 // on any backend (a child's memory limit may exceed its parent's), so the
-// groups of the tree can be set independently.
+// groups of the tree can be set independently. Where none is (cgroup2
+// with no controllers handed down), the device list is the witness: a
+// driver that can only filter devices there keeps each group's list on
+// its own (v2's eBPF programs, one per group); v1, whose device lists
+// must narrow down the tree, always has a controller field.
 func concurrencyFields(caps semantic.Capabilities) []semantic.Feature {
 	var out []semantic.Feature
 	for _, f := range []semantic.Feature{semantic.PidsMax, semantic.CPUWeight, semantic.MemoryMax, semantic.MemoryLow, semantic.IOWeight} {
@@ -197,7 +204,15 @@ func concurrencyFields(caps semantic.Capabilities) []semantic.Feature {
 			out = append(out, f)
 		}
 	}
+	if len(out) == 0 && exact(caps, semantic.DevicesFeature) {
+		out = append(out, semantic.DevicesFeature)
+	}
 	return out
+}
+
+// deviceChoices are the rules a random device list picks from.
+func deviceChoices() []string {
+	return []string{"c 1:3 rwm", "c 1:5 rw", "c 1:8 r", "c 136:* rw", "b 7:* r", "c 5:0 m"}
 }
 
 func randomRequest(rng *rand.Rand, fields []semantic.Feature) *semantic.Resources {
@@ -220,9 +235,29 @@ func randomRequest(rng *rand.Rand, fields []semantic.Feature) *semantic.Resource
 			r.Memory.Low = ptr(semantic.Bytes(rng.IntN(64)) * semantic.MiB)
 		case semantic.IOWeight:
 			r.IO = &semantic.IO{Weight: ptr(uint64(1 + rng.IntN(1000)))}
+		case semantic.DevicesFeature:
+			r.Devices = randomDevices(rng)
 		}
 	}
 	return r
+}
+
+// randomDevices is a default-deny list of up to three distinct rules, or
+// (one time in five) allow-everything.
+func randomDevices(rng *rand.Rand) *semantic.Devices {
+	if rng.IntN(5) == 0 {
+		return &semantic.Devices{Default: semantic.AllowByDefault}
+	}
+	d := &semantic.Devices{Default: semantic.DenyByDefault}
+	choices := deviceChoices()
+	for _, i := range rng.Perm(len(choices))[:rng.IntN(4)] {
+		rule, err := semantic.ParseDeviceRule(choices[i], true)
+		if err != nil {
+			panic(err) // deviceChoices are constants
+		}
+		d.Rules = append(d.Rules, rule)
+	}
+	return d
 }
 
 func overlapping(t *testing.T, tg Target) {
@@ -297,6 +332,12 @@ func (o *overlap) create(p semantic.Path, res *semantic.Resources) error {
 	var want error
 	if m.exists {
 		want = semantic.ErrExist
+	} else if o.tg.LeafRule {
+		for _, q := range prefixes(p)[:p.Len()-1] {
+			if len(o.groups[q.String()].procs) > 0 {
+				want = semantic.ErrBusy // a child below a group holding processes
+			}
+		}
 	}
 	_, err := o.d.Create(o.ctx, p, res)
 	if err := expect("create "+p.String(), err, want); err != nil || want != nil {
@@ -402,7 +443,8 @@ func (o *overlap) children(p semantic.Path) error {
 }
 
 func (o *overlap) add(p semantic.Path) error {
-	unlock := o.lock(p)
+	// The whole subtree: under the leaf rule the children decide.
+	unlock := o.lock(subtree(p)...)
 	defer unlock()
 	m := o.groups[p.String()]
 	g, err := o.d.Open(o.ctx, p)
@@ -412,7 +454,15 @@ func (o *overlap) add(p semantic.Path) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w (the model says it exists)", p, err)
 	}
-	cmd := exec.Command("sleep", "3600")
+	var want error
+	if o.tg.LeafRule {
+		for _, q := range subtree(p)[1:] {
+			if o.groups[q.String()].exists {
+				want = semantic.ErrBusy // a process into a group with children
+			}
+		}
+	}
+	cmd := sleeperCommand()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -420,7 +470,7 @@ func (o *overlap) add(p semantic.Path) error {
 	o.procs = append(o.procs, cmd)
 	o.pmu.Unlock()
 	o.waits.Go(func() { cmd.Wait() })
-	if err := expect(fmt.Sprintf("add %d to %s", cmd.Process.Pid, p), g.AddProcess(o.ctx, cmd.Process.Pid), nil); err != nil {
+	if err := expect(fmt.Sprintf("add %d to %s", cmd.Process.Pid, p), g.AddProcess(o.ctx, cmd.Process.Pid), want); err != nil || want != nil {
 		return err
 	}
 	m.procs = append(m.procs, cmd)

@@ -203,7 +203,7 @@ func (w *world) newSlot() *slot {
 // sleeper starts a process that waits to be killed, directly or (with g)
 // through Group.Start, and reaps it when it ends.
 func (w *world) sleeper(start func(*exec.Cmd) error) (*exec.Cmd, chan struct{}) {
-	cmd := exec.Command("sleep", "3600")
+	cmd := sleeperCommand()
 	var err error
 	if start != nil {
 		err = start(cmd)
@@ -460,7 +460,7 @@ func (w *world) opApply(p semantic.Path) op {
 const bogusPid = 1<<22 + 4242
 
 func (w *world) opAdd(p semantic.Path) op {
-	if w.rng.IntN(3) == 0 {
+	if w.rng.IntN(3) == 0 && !w.tg.BusyRoot {
 		p = semantic.Root
 	}
 	var live []*slot

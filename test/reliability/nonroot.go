@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,13 +24,18 @@ const nobody = 65534
 //
 //   - Denied: on a root owned by root, every call that would change
 //     something fails with ErrPermission, and its message says which file
-//     or directory it could not change and that permission was denied;
-//     reads work, and the groups are exactly as they were.
+//     or directory it could not change and that permission was denied
+//     (an operation whose feature the driver does not support here fails
+//     with ErrNotSupported instead, before it tries); reads work, and the
+//     groups are exactly as they were.
 //   - Delegated: with the root handed to that user as cgroup delegation
 //     does (Target.Delegate), the user creates a group, sets each
 //     delegated feature (read back as set), starts a process in it,
 //     freezes and thaws it and deletes it with the process killed; the
-//     features delegation does not grant fail with ErrPermission.
+//     features delegation does not grant fail with ErrPermission. With
+//     Target.Contained the user's process runs in a group of the subtree
+//     ("agent", made by root and left to it), and the user's start of a
+//     process moves it from there.
 func NonRoot(t *testing.T, tg Target) {
 	if asChild(t, tg) {
 		return
@@ -69,8 +73,14 @@ func NonRoot(t *testing.T, tg Target) {
 		require.NotEmpty(t, outs)
 		require.Equal(t, "ok", byCall(outs)["open driver"].Kind, "an unprivileged user can open a driver on a readable root")
 		roots := tg.Dirs(d, semantic.Root)
+		caps := d.Capabilities()
 		for _, o := range outs {
+			f, needs := callFeature(o.Call)
 			switch {
+			case needs && !caps.Supports(f):
+				if o.Kind != semantic.ErrNotSupported.Error() {
+					t.Errorf("%s: %s (%s), want ErrNotSupported: %s is %s here", o.Call, o.Kind, o.Err, f, caps.Get(f).Support)
+				}
 			case strings.HasPrefix(o.Call, "change "):
 				if o.Kind != semantic.ErrPermission.Error() {
 					t.Errorf("%s: %s (%s), want ErrPermission", o.Call, o.Kind, o.Err)
@@ -109,8 +119,21 @@ func NonRoot(t *testing.T, tg Target) {
 		require.NoError(t, err)
 		t.Cleanup(func() { d.Close() })
 		t.Cleanup(func() { tidy(t, d) })
+		var agent []semantic.Path
+		a := attr()
+		if tg.Contained {
+			g, err := d.Create(ctx, semantic.MustPath("agent"), nil)
+			require.NoError(t, err)
+			dirs := tg.Dirs(d, g.Path())
+			require.Len(t, dirs, 1, "a contained target has one hierarchy")
+			dir, err := os.Open(dirs[0])
+			require.NoError(t, err)
+			defer dir.Close()
+			a.UseCgroupFD, a.CgroupFD = true, int(dir.Fd())
+			agent = append(agent, g.Path())
+		}
 		tg.Delegate(t, d, nobody, nobody)
-		outs := runChild(t, childSpec{Scenario: "delegated", Root: opts.Root, Settings: opts.Settings}, childOpts{exe: exe, attr: attr()})
+		outs := runChild(t, childSpec{Scenario: "delegated", Root: opts.Root, Settings: opts.Settings}, childOpts{exe: exe, attr: a})
 		calls := byCall(outs)
 		caps := d.Capabilities()
 		for _, o := range outs {
@@ -140,8 +163,23 @@ func NonRoot(t *testing.T, tg Target) {
 		require.Equal(t, calls["start"].Value, calls["processes"].Value, "the started process is the group's")
 		kids, err := d.Children(ctx, semantic.Root)
 		require.NoError(t, err)
-		require.Empty(t, kids, "the delegated user removed what it made")
+		require.True(t, slices.EqualFunc(agent, kids, semantic.Path.Equal), "the delegated user removed what it made: the root has %v, want %v", kids, agent)
 	})
+}
+
+// callFeature is the operation feature a denied call needs, if any.
+func callFeature(call string) (semantic.Feature, bool) {
+	switch call {
+	case "change add thread":
+		return semantic.Threads, true
+	case "change start":
+		return semantic.StartInside, true
+	case "change freeze", "change thaw":
+		return semantic.Freeze, true
+	case "change kill":
+		return semantic.Kill, true
+	}
+	return "", false
 }
 
 // deniedChild runs as nobody against a root it does not own.
@@ -178,7 +216,7 @@ func deniedChild(ctx context.Context, tg *Target, spec childSpec) ([]outcome, er
 	}
 	add("change add process", kid.AddProcess(ctx, os.Getpid()))
 	add("change add thread", kid.AddThread(ctx, unix.Gettid()))
-	cmd := exec.Command("sleep", "3600")
+	cmd := sleeperCommand()
 	err = kid.Start(ctx, cmd)
 	if err == nil {
 		cmd.Process.Kill()
@@ -242,7 +280,7 @@ func delegatedChild(ctx context.Context, tg *Target, spec childSpec) ([]outcome,
 		}
 		add("read back "+string(f), err)
 	}
-	cmd := exec.Command("sleep", "3600")
+	cmd := sleeperCommand()
 	err = g.Start(ctx, cmd)
 	o := outcomeOf("start", err)
 	if err == nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -176,7 +175,7 @@ func restartChild(ctx context.Context, tg *Target, spec childSpec) ([]outcome, e
 	if web == nil {
 		return outs, nil
 	}
-	cmd := exec.Command("sleep", "3600")
+	cmd := sleeperCommand()
 	err = web.Start(ctx, cmd)
 	o := outcomeOf("start", err)
 	if err == nil {

@@ -67,6 +67,26 @@ type Target struct {
 	// subtree can set; NonRoot checks that each works and that the others
 	// fail with ErrPermission.
 	Delegated []semantic.Feature
+	// Contained says a delegated user may move a process only between
+	// groups of its subtree (cgroup2's "Delegation Containment": a
+	// migration, clone3's CLONE_INTO_CGROUP included, needs write access
+	// to cgroup.procs of the common ancestor of source and destination).
+	// NonRoot's delegated child then runs from a group inside the
+	// subtree, made for it beside the ones it makes, as a delegated
+	// service manager runs inside its own subtree.
+	Contained bool
+
+	// LeafRule says the driver keeps cgroup v2's no-internal-processes
+	// rule below its root: a group with child groups takes no process
+	// (ErrBusy), and a group holding processes gets no child (ErrBusy).
+	// Concurrency's model predicts those refusals with it.
+	LeafRule bool
+	// BusyRoot says the root takes no process once a group below uses a
+	// controller, and gets no controller enabled while it holds one
+	// (cgroup2 with controllers handed down: the kernel's rule at the
+	// driver's root, which the driver leaves to the caller).
+	// Differential then adds processes only below the root.
+	BusyRoot bool
 
 	// Oracle returns the fake driver configured as the reference for this
 	// target (same page size, host sets, and unsupported features).
