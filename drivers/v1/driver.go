@@ -94,6 +94,39 @@ func discover(mounts []mountinfo.Mount, self []mountinfo.CgroupEntry, root strin
 	return use, skipped, nil
 }
 
+// restrict keeps the hierarchies that hold a controller of only (the
+// value of SettingHierarchies). Every name must be a controller of a
+// usable hierarchy: a misspelt or unmounted one is an error, not a
+// silently smaller driver.
+func restrict(use []placement, only []string) ([]placement, error) {
+	invalid := func(format string, args ...any) error {
+		return &semantic.Error{Driver: Name, Op: "open driver", Kind: semantic.ErrInvalid,
+			Err: fmt.Errorf("setting %s=%q: "+format, append([]any{SettingHierarchies, strings.Join(only, ",")}, args...)...)}
+	}
+	var avail []string
+	holds := func(p placement, c string) bool {
+		return p.h.Has(c) || p.h.Name != "" && c == "name="+p.h.Name
+	}
+	for _, p := range use {
+		avail = append(avail, p.h.Key())
+	}
+	keep := make([]bool, len(use))
+	for _, c := range only {
+		i := slices.IndexFunc(use, func(p placement) bool { return holds(p, c) })
+		if i < 0 {
+			return nil, invalid("%q is no controller of a usable v1 hierarchy here (usable: %s)", c, strings.Join(avail, "; "))
+		}
+		keep[i] = true
+	}
+	var out []placement
+	for i, p := range use {
+		if keep[i] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 type rootMode int
 
 const (
@@ -205,6 +238,15 @@ const (
 	// after its first Stats call, so later calls cost one pread per file;
 	// "reopen" opens them on every call.
 	SettingStatFiles = "stat-files"
+	// SettingHierarchies: a comma-separated list of controllers
+	// ("memory,pids,cpu,devices,freezer"; a named hierarchy as
+	// "name=systemd") limits the driver to the hierarchies that hold
+	// them; by default it uses every writable v1 hierarchy mounted. A
+	// group then has a directory only in those, a process added or
+	// started stays where it was in the others, and a feature whose
+	// controller is left out is unsupported, as on a host that does not
+	// mount it. Freeze and Kill need freezer.
+	SettingHierarchies = "hierarchies"
 )
 
 // New opens the driver on the v1 hierarchies mounted for the calling
@@ -234,18 +276,26 @@ func newDriver(opts semantic.Options, mounts []mountinfo.Mount, self []mountinfo
 	}
 	d.leave = d.life.RUnlock
 	d.memMax = math.MaxInt64 / d.pageSize * d.pageSize
+	var only []string
 	for k, v := range opts.Settings {
 		switch {
 		case k == SettingStatFiles && (v == "hold" || v == "reopen"):
 			d.holdStats = v == "hold"
+		case k == SettingHierarchies:
+			only = strings.Split(v, ",")
 		default:
 			return nil, &semantic.Error{Driver: Name, Op: "open driver", Kind: semantic.ErrInvalid,
-				Err: fmt.Errorf("setting %s=%q: the v1 driver takes only %s=hold|reopen", k, v, SettingStatFiles)}
+				Err: fmt.Errorf("setting %s=%q: the v1 driver takes %s=hold|reopen and %s=CONTROLLER,...", k, v, SettingStatFiles, SettingHierarchies)}
 		}
 	}
 	use, skipped, err := discover(mounts, self, opts.Root)
 	if err != nil {
 		return nil, err
+	}
+	if only != nil {
+		if use, err = restrict(use, only); err != nil {
+			return nil, err
+		}
 	}
 	d.skipped = skipped
 	cfg := cgroupfs.Config{Logger: d.log, Faults: d.faults.hook}
