@@ -198,21 +198,50 @@ func dialBus(address string, log hclog.Logger) (*bus, error) {
 
 func (b *bus) close() error { return b.conn.Close() }
 
-// call makes a method call on the manager and stores the reply.
+// call makes a method call on the manager and stores the reply. A
+// failure names the method and the unit it was about.
 func (b *bus) call(ctx context.Context, method string, out []any, args ...any) error {
 	b.log.Trace("dbus call", "method", method, "args", fmt.Sprint(args...))
 	c := b.mgr.CallWithContext(ctx, managerIface+"."+method, 0, args...)
 	if c.Err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return &callError{method: method, unit: unitArg(method, args), err: ctx.Err()}
 		}
-		return c.Err
+		return &callError{method: method, unit: unitArg(method, args), err: c.Err}
 	}
 	if len(out) > 0 {
 		return c.Store(out...)
 	}
 	return nil
 }
+
+// unitArg is the unit a manager method is about: its first argument, but
+// for the listing, whose arguments are patterns.
+func unitArg(method string, args []any) string {
+	if len(args) == 0 {
+		return ""
+	}
+	if method == "ListUnitsByPatterns" {
+		return fmt.Sprint(args[len(args)-1])
+	}
+	return fmt.Sprint(args[0])
+}
+
+// callError is a manager method call that failed: the D-Bus error (or
+// the caller's ctx) with the method and unit it came from.
+type callError struct {
+	method, unit string
+	err          error
+}
+
+func (e *callError) Error() string {
+	if n := dbusErrorName(e.err); n != "" && !strings.Contains(e.err.Error(), n) {
+		return fmt.Sprintf("%s %s: %v (%s)", e.method, e.unit, e.err, n)
+	}
+	return fmt.Sprintf("%s %s: %v", e.method, e.unit, e.err)
+}
+
+func (e *callError) Unwrap() error { return e.err }
 
 // job makes a call that queues a job and waits for the job to finish.
 // A job that ends otherwise than "done" is an error naming its result.
@@ -228,22 +257,40 @@ func (b *bus) job(ctx context.Context, method string, args ...any) error {
 	case result := <-ch:
 		b.log.Trace("dbus job done", "method", method, "job", path, "result", result)
 		if result != "done" {
-			return &jobError{method: method, unit: fmt.Sprint(args[0]), result: result}
+			return &jobError{method: method, unit: fmt.Sprint(args[0]), job: path, result: result}
 		}
 		return nil
 	case <-ctx.Done():
 		b.sig.forget(path)
-		return ctx.Err()
+		return fmt.Errorf("%s %s: wait for job %s: %w", method, args[0], path, ctx.Err())
 	}
 }
 
 // jobError is a job that did not end "done".
 type jobError struct {
-	method, unit, result string
+	method, unit string
+	job          dbus.ObjectPath
+	result       string
 }
 
 func (e *jobError) Error() string {
-	return fmt.Sprintf("%s %s: job %s", e.method, e.unit, e.result)
+	return fmt.Sprintf("%s %s: job %s ended %q", e.method, e.unit, e.job, e.result)
+}
+
+// kind classifies a job's result (systemd's job_result_to_string): one
+// replaced by a conflicting job, or that ran out of time, met a busy
+// unit; "failed" and "dependency" (a unit it needs failed) have no class
+// of their own, and the message says which it was.
+func (e *jobError) kind() error {
+	switch e.result {
+	case "canceled", "timeout":
+		return semantic.ErrBusy
+	case "invalid":
+		return semantic.ErrInvalid
+	case "unsupported":
+		return semantic.ErrNotSupported
+	}
+	return nil
 }
 
 func (b *bus) startTransient(ctx context.Context, unit string, props []property) error {
@@ -328,10 +375,11 @@ func (b *bus) getAll(ctx context.Context, path dbus.ObjectPath, iface string) (m
 	var out map[string]dbus.Variant
 	c := b.conn.Object(busName, path).CallWithContext(ctx, propsIface+".GetAll", 0, iface)
 	if c.Err != nil {
+		err := c.Err
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			err = ctx.Err()
 		}
-		return nil, c.Err
+		return nil, &callError{method: "GetAll " + iface, unit: string(path), err: err}
 	}
 	return out, c.Store(&out)
 }
@@ -374,6 +422,7 @@ func (b *bus) waitGone(ctx context.Context, unit string) error {
 // D-Bus error names the driver tells apart.
 const (
 	errNoSuchUnit      = "org.freedesktop.systemd1.NoSuchUnit"
+	errUnitMasked      = "org.freedesktop.systemd1.UnitMasked"
 	errUnitExists      = "org.freedesktop.systemd1.UnitExists"
 	errUnitInactive    = "org.freedesktop.systemd1.UnitInactive"
 	errNoSuchProcess   = "org.freedesktop.systemd1.NoSuchProcess"
@@ -415,6 +464,10 @@ func classifyBus(err error) error {
 	if k := semantic.Classify(err); k != nil {
 		return k
 	}
+	var je *jobError
+	if errors.As(err, &je) {
+		return je.kind()
+	}
 	switch dbusErrorName(err) {
 	case errNoSuchUnit, errNoSuchProcess, errPIDUnknown:
 		return semantic.ErrNotExist
@@ -422,7 +475,9 @@ func classifyBus(err error) error {
 		return semantic.ErrExist
 	case errInvalidArgs:
 		return semantic.ErrInvalid
-	case errAccessDenied, errAuthRequired:
+	case errAccessDenied, errAuthRequired, errUnitMasked:
+		// A masked name is the administrator's refusal to let the unit
+		// run: the caller lacks the permission, the message says whose.
 		return semantic.ErrPermission
 	case errNotSupported, errUnknownMethod, errUnknownProperty, errPropertyRO:
 		return semantic.ErrNotSupported

@@ -368,11 +368,17 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 	defer d.mu.Unlock()
 	var made []string
 	undo := func() {
-		// Whatever ended the Create (its ctx too), what it made goes.
+		// Whatever ended the Create (its ctx too), what it made goes. A
+		// unit whose start failed stays "failed" through a stop, holding
+		// its name until systemd collects it: its failure is reset, so
+		// it goes now, as a unit that stopped does.
 		ctx := context.WithoutCancel(ctx)
 		for _, u := range slices.Backward(made) {
 			if err := d.bus.stop(ctx, u); err != nil && !isDBusError(err, errNoSuchUnit) {
 				d.log.Warn("undo create: stop", "unit", u, "err", err)
+			}
+			if err := d.bus.resetFailed(ctx, u); err != nil && !isDBusError(err, errNoSuchUnit) {
+				d.log.Warn("undo create: reset failed", "unit", u, "err", err)
 			}
 		}
 	}
