@@ -148,9 +148,17 @@
 // Freeze writes FROZEN to freezer.state and waits through FREEZING until
 // the group reads FROZEN (if ctx ends first, a group that was thawed is
 // thawed again); Thaw writes THAWED and waits (ErrBusy when an ancestor
-// is frozen). Kill freezes the group so nothing forks away, SIGKILLs every
-// task in it and below, thaws it and any descendant frozen on its own,
-// and waits until the subtree is empty. Delete refuses a group with
+// is frozen, naming it). Kill freezes the group so nothing forks away,
+// SIGKILLs every task in it and below, thaws it and any descendant frozen
+// on its own, and waits until the subtree is empty. Below a frozen
+// ancestor Kill is ErrBusy at once, naming the ancestor ("ancestor a is
+// frozen: its tasks cannot exit until it is thawed"), and signals
+// nothing: a v1 task frozen by an ancestor does not die of SIGKILL until
+// that ancestor thaws, and thawing it is not Kill's to do (cgroup2 ends a
+// frozen task on SIGKILL, so v2 and the fake kill there). An empty
+// subtree is no reason to refuse; an ancestor frozen while Kill waits
+// ends the wait with the same ErrBusy, the tasks signalled. Delete with
+// Kill refuses the same way, removing nothing. Delete refuses a group with
 // children (ErrBusy) unless Recursive and one with processes unless Kill;
 // the common case costs one rmdir per hierarchy, and only a refused rmdir
 // is inspected: a populated group is ErrBusy at once, an empty one is

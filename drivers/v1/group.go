@@ -2,6 +2,7 @@ package v1
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,25 +69,28 @@ func (g *group) holder() *statsHolder {
 // Path is the group's path below the root.
 func (g *group) Path() semantic.Path { return g.p }
 
-// notRoot refuses an operation the root does not take.
-func (g *group) notRoot(op string) error {
-	if g.p.IsRoot() {
-		return errorf(op, g.p, semantic.ErrInvalid, "the root is not managed by the driver: it takes processes and reports stats and events only")
+// enterManaged enters the driver for op on a group it manages: the root
+// takes processes and reports stats and events only, and refuses the rest.
+func (g *group) enterManaged(ctx context.Context, op string) (release func(), err error) {
+	release, err = g.d.enter(ctx, op, g.p)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if g.p.IsRoot() {
+		release()
+		return nil, errorf(op, g.p, semantic.ErrInvalid, "the root is not managed by the driver: it takes processes and reports stats and events only")
+	}
+	return release, nil
 }
 
 // Apply changes the fields set in res, all or nothing.
 func (g *group) Apply(ctx context.Context, res *semantic.Resources) error {
 	const op = "apply"
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return err
-	}
 	pr, err := g.d.prepare(g.p, res)
 	if err != nil {
 		return err
@@ -102,14 +106,11 @@ func (g *group) Apply(ctx context.Context, res *semantic.Resources) error {
 // Resources reads back every supported setting.
 func (g *group) Resources(ctx context.Context) (*semantic.Resources, error) {
 	const op = "read resources"
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return nil, err
-	}
 	res, err := g.d.readResources(g.p)
 	return res, wrap(op, g.p, err)
 }
@@ -117,14 +118,11 @@ func (g *group) Resources(ctx context.Context) (*semantic.Resources, error) {
 // Plan lists the writes Apply(res) would make now, in order.
 func (g *group) Plan(ctx context.Context, res *semantic.Resources) (*semantic.Plan, error) {
 	const op = "plan"
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return nil, err
-	}
 	pr, err := g.d.prepare(g.p, res)
 	if err != nil {
 		return nil, err
@@ -322,14 +320,11 @@ func (g *group) Freeze(ctx context.Context) error { return g.setFrozen(ctx, "fre
 func (g *group) Thaw(ctx context.Context) error { return g.setFrozen(ctx, "thaw", false) }
 
 func (g *group) setFrozen(ctx context.Context, op string, want bool) error {
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return err
-	}
 	if !g.d.caps.Supports(semantic.Freeze) {
 		return withGroup(semantic.NotSupported(Name, semantic.Freeze, g.d.caps.Get(semantic.Freeze).Reason), g.p)
 	}
@@ -378,12 +373,27 @@ func (d *Driver) thaw(ctx context.Context, p semantic.Path) error {
 		if err != nil || st == thawed {
 			return err == nil, err
 		}
-		pf, err := h.root.ReadString(file(p, "freezer.parent_freezing"))
-		if err == nil && pf == "1" {
-			return false, fmt.Errorf("an ancestor group is frozen: %w", semantic.ErrBusy)
-		}
-		return false, err
+		return false, d.frozenAncestor(p, "it stays frozen until that one is thawed")
 	})
+}
+
+// frozenAncestor is nil unless a group above p freezes it
+// (freezer.parent_freezing 1); then it is ErrBusy, naming the nearest
+// ancestor frozen on its own and saying why that matters. A frozen
+// ancestor is not p's to thaw.
+func (d *Driver) frozenAncestor(p semantic.Path, why string) error {
+	h := d.byCtrl["freezer"]
+	pf, err := h.root.ReadString(file(p, "freezer.parent_freezing"))
+	if err != nil || pf != "1" {
+		return err
+	}
+	for i := p.Len() - 1; i >= 0; i-- {
+		q := p.Prefix(i)
+		if self, err := h.root.ReadString(file(q, "freezer.self_freezing")); err == nil && self == "1" {
+			return fmt.Errorf("ancestor %s is frozen: %s: %w", q.Display(), why, semantic.ErrBusy)
+		}
+	}
+	return fmt.Errorf("a group above the driver's root is frozen: %s: %w", why, semantic.ErrBusy)
 }
 
 // waitFor polls cond with backoff until it holds, fails, ctx ends or the
@@ -410,32 +420,41 @@ func (d *Driver) waitFor(ctx context.Context, cond func() (bool, error)) error {
 }
 
 // Kill SIGKILLs every process in the group and below and waits until the
-// group is empty.
+// group is empty. Below a frozen ancestor it is ErrBusy (see kill).
 func (g *group) Kill(ctx context.Context) error {
 	const op = "kill"
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return err
-	}
 	defer g.d.unlock(g.d.lock(g.p))
 	return wrap(op, g.p, g.d.kill(ctx, g.p))
 }
+
+// killBelowFrozen is why kill refuses a subtree below a frozen ancestor.
+const killBelowFrozen = "its tasks cannot exit until it is thawed"
 
 // kill freezes the group so nothing forks away, SIGKILLs every task
 // listed in it and below, thaws it (and every descendant frozen on its
 // own, whose tasks could not die otherwise), then waits until the whole
 // subtree is empty, killing any task that joined meanwhile.
+//
+// A v1 task frozen by an ancestor does not die of SIGKILL until that
+// ancestor thaws, and the ancestor is not the group's to thaw: with tasks
+// in the subtree, kill is then ErrBusy naming the ancestor, before it
+// signals or freezes anything (an empty subtree is already what kill
+// makes). An ancestor frozen while kill waits ends the wait with ErrBusy
+// too: the tasks are signalled and exit once it thaws.
 func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 	tree, err := d.subtree(p)
 	if err != nil {
 		return err
 	}
 	fz := d.byCtrl["freezer"]
-	signal := func() (bool, error) {
+	// list lists the tasks of the subtree, SIGKILLing each when signal is
+	// set, and reports whether there was any.
+	list := func(signal bool) (bool, error) {
 		any := false
 		for _, q := range tree {
 			pids, err := d.procs(q)
@@ -447,6 +466,9 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 			}
 			for _, pid := range pids {
 				any = true
+				if !signal {
+					return true, nil
+				}
 				if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 					return false, fmt.Errorf("kill %d: %w", pid, err)
 				}
@@ -455,11 +477,16 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 		return any, nil
 	}
 	if fz != nil {
+		if busy := d.frozenAncestor(p, killBelowFrozen); busy != nil {
+			if any, err := list(false); err != nil || any {
+				return cmp.Or(err, busy)
+			}
+		}
 		if err := d.freeze(ctx, p); err != nil {
 			return err
 		}
 	}
-	if _, err := signal(); err != nil {
+	if _, err := list(true); err != nil {
 		return err
 	}
 	if fz != nil {
@@ -475,22 +502,22 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 		}
 	}
 	return d.waitFor(ctx, func() (bool, error) {
-		any, err := signal()
-		return !any, err
+		any, err := list(true)
+		if err != nil || !any || fz == nil {
+			return !any, err
+		}
+		return false, d.frozenAncestor(p, killBelowFrozen)
 	})
 }
 
 // Delete removes the group; see semantic.Group.
 func (g *group) Delete(ctx context.Context, opts *semantic.DeleteOptions) error {
 	const op = "delete"
-	release, err := g.d.enter(ctx, op, g.p)
+	release, err := g.enterManaged(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := g.notRoot(op); err != nil {
-		return err
-	}
 	if opts == nil {
 		opts = &semantic.DeleteOptions{}
 	}

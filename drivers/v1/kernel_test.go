@@ -434,3 +434,103 @@ func TestKernelClosesDescriptors(t *testing.T) {
 	}
 	assert.Equal(t, before, count())
 }
+
+// TestKernelKillBelowFrozenAncestor: a v1 task frozen by an ancestor does
+// not die of SIGKILL until that ancestor thaws, which is not Kill's to
+// do, so Kill (and Delete with Kill) below it refuses with ErrBusy
+// instead of waiting for ctx, and signals nothing. The ctx's deadline is
+// far beyond what a refusal takes: a wait for the tasks would end in it,
+// a ctx error, not ErrBusy.
+func TestKernelKillBelowFrozenAncestor(t *testing.T) {
+	d := kernelDriver(t, semantic.Options{})
+	cases := []struct {
+		name   string
+		target string // the group killed
+		leaf   string // where the process runs ("": none)
+		kill   func(ctx context.Context, g semantic.Group) error
+		want   error
+	}{
+		{name: "kill below a frozen parent", target: "a/b", leaf: "a/b",
+			kill: func(ctx context.Context, g semantic.Group) error { return g.Kill(ctx) }, want: semantic.ErrBusy},
+		{name: "kill with the process a level further down", target: "a/b", leaf: "a/b/c",
+			kill: func(ctx context.Context, g semantic.Group) error { return g.Kill(ctx) }, want: semantic.ErrBusy},
+		{name: "delete with kill below a frozen parent", target: "a/b", leaf: "a/b/c",
+			kill: func(ctx context.Context, g semantic.Group) error {
+				return g.Delete(ctx, &semantic.DeleteOptions{Kill: true, Recursive: true})
+			}, want: semantic.ErrBusy},
+		{name: "kill of an empty group below a frozen parent", target: "a/b",
+			kill: func(ctx context.Context, g semantic.Group) error { return g.Kill(ctx) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			top := mustCreate(t, d, "a", nil)
+			g := mustCreate(t, d, tc.target, nil)
+			var cmd *exec.Cmd
+			waited := make(chan error, 1)
+			if tc.leaf != "" {
+				leaf := g
+				if tc.leaf != tc.target {
+					leaf = mustCreate(t, d, tc.leaf, nil)
+				}
+				cmd = exec.Command("sleep", "600")
+				require.NoError(t, leaf.Start(ctx, cmd))
+				go func() { waited <- cmd.Wait() }()
+			}
+			require.NoError(t, top.Freeze(ctx))
+			t.Cleanup(func() { top.Thaw(context.Background()) })
+
+			err := tc.kill(ctx, g)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), "ancestor a is frozen: its tasks cannot exit until it is thawed")
+			assert.False(t, dead(t, cmd.Process.Pid), "the process is alive")
+			assert.Zero(t, pendingSIGKILL(t, cmd.Process.Pid), "nothing was signalled: no SIGKILL pending")
+			for _, h := range d.hs {
+				ok, err := h.root.Exists(tc.leaf)
+				require.NoError(t, err)
+				assert.True(t, ok, "%s kept in %s", tc.leaf, h.key)
+			}
+
+			require.NoError(t, top.Thaw(ctx))
+			require.NoError(t, g.Kill(ctx), "once the ancestor is thawed")
+			require.Error(t, <-waited)
+			assert.Equal(t, "signal: killed", cmd.ProcessState.String())
+			pids, err := g.Processes(ctx)
+			require.NoError(t, err)
+			assert.Empty(t, pids)
+		})
+	}
+}
+
+// dead reports whether pid has exited: gone, or a zombie.
+func dead(t *testing.T, pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	require.NoError(t, err)
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(rest, "Z") || strings.HasPrefix(rest, "X")
+}
+
+// pendingSIGKILL is SIGKILL's bit of pid's pending signals (shared and
+// its main thread's own), as /proc/PID/status lists them.
+func pendingSIGKILL(t *testing.T, pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	require.NoError(t, err)
+	var mask uint64
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		if k == "SigPnd" || k == "ShdPnd" {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			require.NoError(t, err, "%s", l)
+			mask |= n
+		}
+	}
+	return mask & (1 << (9 - 1))
+}

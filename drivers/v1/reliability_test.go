@@ -47,8 +47,10 @@ func reliabilityTarget(t *testing.T) reliability.Target {
 		},
 		SettingsFiles: settingsFiles,
 		RetriesEINTR:  true,
-		Changes:       func(d semantic.Driver) int64 { return d.(*Driver).faults.n.Load() },
-		Delegate:      delegateV1,
+		// v1's frozen tasks wait for their ancestor's thaw to die.
+		FrozenKillBusy: true,
+		Changes:        func(d semantic.Driver) int64 { return d.(*Driver).faults.n.Load() },
+		Delegate:       delegateV1,
 		// What an owner of a delegated v1 subtree can write: every file
 		// it owns, except devices, whose writes need CAP_SYS_ADMIN.
 		Delegated: []semantic.Feature{semantic.MemoryMax, semantic.MemoryLow, semantic.MemorySwap,

@@ -214,7 +214,7 @@ func (g *group) Kill(ctx context.Context) error {
 			return wrap(op, g.path, err)
 		}
 	}
-	if err := g.signalUntilEmpty(ctx, op); err != nil {
+	if err := g.untilEmpty(ctx, op, func() error { return g.signalTree(g.rel) }); err != nil {
 		if prev != "1" {
 			if rerr := g.d.root.Write(freeze, prev); rerr != nil {
 				g.d.log.Warn("undo freeze of kill", "group", g.path.Display(), "error", rerr)
@@ -225,10 +225,10 @@ func (g *group) Kill(ctx context.Context) error {
 	return g.thawTree(op)
 }
 
-// signalUntilEmpty SIGKILLs every process listed in the group's subtree
-// until cgroup.events says "populated 0", listing again every 200ms for
-// processes moved in since.
-func (g *group) signalUntilEmpty(ctx context.Context, op string) error {
+// untilEmpty runs act, Kill's signalling or Delete's cgroup.kill write,
+// until cgroup.events says "populated 0", running it again every 200ms
+// for processes moved in since.
+func (g *group) untilEmpty(ctx context.Context, op string, act func() error) error {
 	w, err := newWatcher(g.eventsFile("cgroup.events"))
 	if err != nil {
 		return wrap(op, g.path, err)
@@ -242,7 +242,7 @@ func (g *group) signalUntilEmpty(ctx context.Context, op string) error {
 		if !populated {
 			return nil
 		}
-		if err := g.signalTree(g.rel); err != nil {
+		if err := act(); err != nil {
 			return wrap(op, g.path, err)
 		}
 		for deadline := time.Now().Add(killRetry); ; {
@@ -305,38 +305,7 @@ func (g *group) signalTree(rel string) error {
 // next, so the kill sequence cgroup.kill leaves (see Kill) does not
 // matter.
 func (g *group) kill(ctx context.Context, op string) error {
-	w, err := newWatcher(g.eventsFile("cgroup.events"))
-	if err != nil {
-		return wrap(op, g.path, err)
-	}
-	defer w.close()
-	for {
-		populated, _, err := g.cgroupEvents()
-		if err != nil {
-			return wrap(op, g.path, err)
-		}
-		if !populated {
-			return nil
-		}
-		if err := g.d.root.Write(join(g.rel, "cgroup.kill"), "1"); err != nil {
-			return wrap(op, g.path, err)
-		}
-		for deadline := time.Now().Add(killRetry); ; {
-			err := w.wait(ctx, deadline)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return wrap(op, g.path, err)
-			}
-			if populated, _, err = g.cgroupEvents(); err != nil {
-				return wrap(op, g.path, err)
-			}
-			if !populated {
-				return nil
-			}
-		}
-	}
+	return g.untilEmpty(ctx, op, func() error { return g.d.root.Write(join(g.rel, "cgroup.kill"), "1") })
 }
 
 // thawTree writes 0 to cgroup.freeze of the group and of every descendant

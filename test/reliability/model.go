@@ -69,7 +69,8 @@ func (tg *Target) oracle(t *testing.T, real semantic.Driver) semantic.Driver {
 // differences the fake documents (it checks no setting against the
 // parent's, and stops no process when it freezes): hierarchical settings
 // (devices, CPU sets, CPU bandwidth) go only to leaves, and no command is
-// started, no group thawed and no group killed below a frozen group.
+// started and no group thawed below a frozen group. A kill below a frozen
+// group is the oracle's unless Target.FrozenKillBusy.
 func Differential(t *testing.T, tg Target) {
 	tg.require(t)
 	seqs, ops := 20, 30
@@ -329,6 +330,10 @@ type op struct {
 	// exact, so an ErrNotSupported from the real driver can only mean a
 	// value its backend cannot hold.
 	inexpressible bool
+	// frozenKill, when set, says before the run whether the real driver
+	// must refuse with ErrBusy (Target.FrozenKillBusy): the oracle is not
+	// run then, so the comparison after proves nothing changed.
+	frozenKill func() bool
 }
 
 func (w *world) step(i int) {
@@ -362,7 +367,16 @@ func (w *world) step(i int) {
 		return // the generator stepped around a documented difference
 	}
 	var errs [2]error
+	mustRefuse := o.frozenKill != nil && o.frozenKill()
 	errs[0] = o.run(0, w.real)
+	if mustRefuse {
+		if !errors.Is(errs[0], semantic.ErrBusy) {
+			w.fatalf("%s below a frozen group: %s says %v (%s), want ErrBusy", o.name, w.real.Name(), errs[0], kindOf(errs[0]))
+		}
+		w.history = append(w.history, fmt.Sprintf("%02d %s -> %s (refused by %s only: %v)", i, o.name, kindOf(errs[0]), w.real.Name(), errs[0]))
+		w.t.Logf("%s: refused below a frozen group: %v", o.name, errs[0])
+		return
+	}
 	if o.inexpressible && errors.Is(errs[0], semantic.ErrNotSupported) {
 		// The real backend cannot hold this value of a feature it
 		// supports (v1: a swap limit without a memory limit) and said so
@@ -552,14 +566,9 @@ func (w *world) opFreeze(p semantic.Path, freeze bool) op {
 }
 
 func (w *world) opKill(p semantic.Path) op {
-	if w.ancestorFrozen(p) {
-		// On v1 a task below a frozen group cannot die until that group
-		// thaws, and Kill does not thaw what is above the group it was
-		// given; the fake kills at once.
-		return op{}
-	}
 	return op{
-		name: "kill " + p.String(),
+		name:       "kill " + p.String(),
+		frozenKill: w.frozenKill(p),
 		run: func(k int, d semantic.Driver) error {
 			return w.onGroup(k, d, p, func(g semantic.Group) error { return g.Kill(w.ctx) })
 		},
@@ -573,16 +582,44 @@ func (w *world) opKill(p semantic.Path) op {
 	}
 }
 
+// frozenKill is the frozenKill of a kill of p's subtree: on a
+// Target.FrozenKillBusy driver (v1, where a task below a frozen group
+// cannot die until that group thaws, and Kill does not thaw what is above
+// the group it was given) such a kill must be refused while the subtree
+// holds a process; the fake, like cgroup2, kills at once.
+func (w *world) frozenKill(p semantic.Path) func() bool {
+	if !w.tg.FrozenKillBusy || !w.ancestorFrozen(p) {
+		return nil
+	}
+	return func() bool {
+		for _, q := range universe() {
+			if !q.HasPrefix(p) {
+				continue
+			}
+			g, err := w.oracle.Open(w.ctx, q)
+			if err != nil {
+				continue // not there: nothing to kill
+			}
+			if pids, err := g.Processes(w.ctx); err == nil && len(pids) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 func (w *world) opDelete(p semantic.Path) op {
 	opts := &semantic.DeleteOptions{Kill: w.rng.IntN(2) == 0, Recursive: w.rng.IntN(2) == 0}
-	if opts.Kill && w.ancestorFrozen(p) {
-		return op{} // as opKill
-	}
 	if w.rng.IntN(6) == 0 {
 		opts = nil
 	}
+	var frozenKill func() bool
+	if opts != nil && opts.Kill {
+		frozenKill = w.frozenKill(p)
+	}
 	return op{
-		name: fmt.Sprintf("delete %s %+v", p, opts),
+		name:       fmt.Sprintf("delete %s %+v", p, opts),
+		frozenKill: frozenKill,
 		run: func(k int, d semantic.Driver) error {
 			return w.onGroup(k, d, p, func(g semantic.Group) error { return g.Delete(w.ctx, opts) })
 		},

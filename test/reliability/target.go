@@ -87,6 +87,13 @@ type Target struct {
 	// driver's root, which the driver leaves to the caller).
 	// Differential then adds processes only below the root.
 	BusyRoot bool
+	// FrozenKillBusy says a task frozen by an ancestor does not die of
+	// SIGKILL until that ancestor thaws (cgroup v1's freezer), so the
+	// driver refuses Kill, and Delete with Kill, of a populated group below
+	// a frozen ancestor with ErrBusy, changing nothing. Differential then
+	// expects that refusal from the driver alone (the oracle would kill);
+	// without it the driver must kill there as the oracle does.
+	FrozenKillBusy bool
 
 	// Oracle returns the fake driver configured as the reference for this
 	// target (same page size, host sets, and unsupported features).

@@ -17,13 +17,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/cgsem/cgsem/test/vm/vmcheck"
 )
 
-const (
-	mountPoint = "/sys/fs/cgroup"
-	// childEnv selects a child mode of this test binary (see TestMain).
-	childEnv = "CGSEM_PROBE_CHILD"
-)
+// childEnv selects a child mode of this test binary (see TestMain).
+const childEnv = "CGSEM_PROBE_CHILD"
 
 // required lists the controllers the lane exists for; the v2 driver's
 // conformance suite needs each of them enforcing.
@@ -48,22 +47,7 @@ func child(mode string) int {
 	name, arg, _ := strings.Cut(mode, ":")
 	switch name {
 	case "alloc":
-		// Touch every page, so the memory is charged, not just reserved.
-		mib, err := strconv.Atoi(arg)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "alloc needs MiB:", err)
-			return 3
-		}
-		held := make([][]byte, 0, mib)
-		for range mib {
-			b := make([]byte, 1<<20)
-			for i := 0; i < len(b); i += 4096 {
-				b[i] = 1
-			}
-			held = append(held, b)
-		}
-		fmt.Printf("allocated %d MiB\n", len(held))
-		return 0
+		return vmcheck.Alloc(arg, nil)
 	case "exit":
 		return 0
 	}
@@ -80,12 +64,7 @@ func requireVM(t *testing.T) {
 	if !inVM() {
 		t.Skip("runs only inside the cgroup v2 VM of test/vm (CGSEM_VM=1, set by its /init): run test/vm/lane.sh ./test/vm/probe")
 	}
-	// A stray CGSEM_VM=1 on a hybrid host must not turn these tests loose
-	// on the host's cgroups.
-	var st unix.Statfs_t
-	if err := unix.Statfs(mountPoint, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-		t.Fatalf("CGSEM_VM=1 but %s is not cgroup2 (%v): not the lane's VM, refusing to run", mountPoint, err)
-	}
+	vmcheck.RequireCgroup2(t, "CGSEM_VM=1")
 }
 
 // ownCgroup is the directory of this process's cgroup in the unified
@@ -96,7 +75,7 @@ func ownCgroup(t *testing.T) string {
 	require.NoError(t, err)
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			return filepath.Join(mountPoint, p)
+			return filepath.Join(vmcheck.MountPoint, p)
 		}
 	}
 	t.Fatalf("no cgroup2 entry in /proc/self/cgroup: %q", b)
@@ -111,7 +90,7 @@ func leftovers() []string {
 		return []string{err.Error()}
 	}
 	_, p, _ := strings.Cut(strings.TrimSpace(string(b)), "0::")
-	ents, err := os.ReadDir(filepath.Join(mountPoint, p))
+	ents, err := os.ReadDir(filepath.Join(vmcheck.MountPoint, p))
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -124,30 +103,9 @@ func leftovers() []string {
 	return leaks
 }
 
-func read(t *testing.T, dir, file string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, file))
-	require.NoError(t, err)
-	return strings.TrimSpace(string(b))
-}
-
 func write(t *testing.T, dir, file, value string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, file), []byte(value), 0), "write %q to %s/%s", value, dir, file)
-}
-
-// keyed reads one counter of a flat keyed file such as memory.events.
-func keyed(t *testing.T, dir, file, key string) int64 {
-	t.Helper()
-	for _, l := range strings.Split(read(t, dir, file), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == key {
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			require.NoError(t, err)
-			return n
-		}
-	}
-	t.Fatalf("no %s in %s/%s", key, dir, file)
-	return 0
 }
 
 // newGroup makes a group beneath this process's cgroup with controllers
@@ -213,17 +171,13 @@ func TestHierarchy(t *testing.T) {
 	requireVM(t)
 	t.Run("cgroup2 is mounted at /sys/fs/cgroup", func(t *testing.T) {
 		var st unix.Statfs_t
-		require.NoError(t, unix.Statfs(mountPoint, &st))
-		assert.Equal(t, int64(unix.CGROUP2_SUPER_MAGIC), int64(st.Type), "filesystem magic of %s", mountPoint)
+		require.NoError(t, unix.Statfs(vmcheck.MountPoint, &st))
+		assert.Equal(t, int64(unix.CGROUP2_SUPER_MAGIC), int64(st.Type), "filesystem magic of %s", vmcheck.MountPoint)
 	})
-	t.Run("no v1 hierarchy exists", func(t *testing.T) {
-		b, err := os.ReadFile("/proc/self/cgroup")
-		require.NoError(t, err)
-		assert.Regexp(t, `^0::/\S*\n$`, string(b), "only the unified hierarchy may be listed")
-	})
+	t.Run("no v1 hierarchy exists", func(t *testing.T) { vmcheck.AssertUnifiedOnly(t) })
 	own := ownCgroup(t)
-	available := strings.Fields(read(t, mountPoint, "cgroup.controllers"))
-	delegated := strings.Fields(read(t, own, "cgroup.subtree_control"))
+	available := strings.Fields(vmcheck.Read(t, vmcheck.MountPoint, "cgroup.controllers"))
+	delegated := strings.Fields(vmcheck.Read(t, own, "cgroup.subtree_control"))
 	t.Logf("root cgroup.controllers: %v; %s cgroup.subtree_control: %v", available, own, delegated)
 	for _, c := range required() {
 		t.Run(c+" is available and enabled for children", func(t *testing.T) {
@@ -236,7 +190,7 @@ func TestHierarchy(t *testing.T) {
 func TestEnableControllers(t *testing.T) {
 	requireVM(t)
 	_, leaf := newGroup(t, required()...)
-	got := strings.Fields(read(t, leaf, "cgroup.controllers"))
+	got := strings.Fields(vmcheck.Read(t, leaf, "cgroup.controllers"))
 	cases := []struct{ controller, file string }{
 		{"memory", "memory.max"},
 		{"cpu", "cpu.max"},
@@ -251,55 +205,21 @@ func TestEnableControllers(t *testing.T) {
 	}
 }
 
-// peakSlack is how far memory.peak may pass memory.max: an OOM victim's
-// last charges are forced, and one page over was seen here.
-const peakSlack = 1 << 20
-
 func TestMemoryMax(t *testing.T) {
 	requireVM(t)
-	cases := []struct {
-		name       string
-		limitMiB   int
-		allocMiB   int
-		wantKilled bool
-	}{
-		{name: "hog past the limit is OOM-killed", limitMiB: 32, allocMiB: 256, wantKilled: true},
-		{name: "allocation within the limit survives", limitMiB: 64, allocMiB: 8},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range vmcheck.MemoryCases() {
+		t.Run(tc.Name, func(t *testing.T) {
 			_, leaf := newGroup(t, "memory")
-			limit := int64(tc.limitMiB) << 20
-			write(t, leaf, "memory.max", strconv.FormatInt(limit, 10))
+			write(t, leaf, "memory.max", strconv.FormatInt(tc.Limit(), 10))
 			// No swap in the guest, but a kernel with swap accounting must
 			// not let the hog escape there either.
 			if _, err := os.Stat(filepath.Join(leaf, "memory.swap.max")); err == nil {
 				write(t, leaf, "memory.swap.max", "0")
 			}
-			before := keyed(t, leaf, "memory.events", "oom_kill")
-
-			out, err := inGroup(t, leaf, fmt.Sprintf("alloc:%d", tc.allocMiB)).CombinedOutput()
-			t.Logf("child: err=%v output=%q", err, out)
-			after := keyed(t, leaf, "memory.events", "oom_kill")
-			peak, perr := strconv.ParseInt(read(t, leaf, "memory.peak"), 10, 64)
-			require.NoError(t, perr)
-			t.Logf("memory.events oom_kill %d -> %d, memory.peak %d (max %d)", before, after, peak, limit)
-
-			// The kernel may force a few pages past the limit (charges an
-			// OOM victim makes on its way out), so the bound has slack;
-			// it is still far below what the hog asked for.
-			assert.LessOrEqual(t, peak, limit+peakSlack, "usage stays at memory.max")
-			if tc.wantKilled {
-				var ee *exec.ExitError
-				require.ErrorAs(t, err, &ee)
-				ws := ee.Sys().(syscall.WaitStatus)
-				assert.True(t, ws.Signaled() && ws.Signal() == syscall.SIGKILL, "child ended by SIGKILL, got %v", ws)
-				assert.Greater(t, after, before, "memory.events oom_kill counts the kill")
-			} else {
-				require.NoError(t, err)
-				assert.Contains(t, string(out), fmt.Sprintf("allocated %d MiB", tc.allocMiB))
-				assert.Equal(t, before, after, "no OOM kill")
-			}
+			run := vmcheck.MemoryRun{MemoryCase: tc, Dir: leaf, LimitName: "memory.max",
+				OOMBefore: vmcheck.Keyed(t, leaf, "memory.events", "oom_kill")}
+			out, err := inGroup(t, leaf, fmt.Sprintf("alloc:%d", tc.AllocMiB)).CombinedOutput()
+			run.Check(t, err, string(out))
 		})
 	}
 }
@@ -339,13 +259,13 @@ func TestPidsMax(t *testing.T) {
 			for range tc.holders {
 				startStopped(t, leaf)
 			}
-			require.Equal(t, strconv.Itoa(tc.holders), read(t, leaf, "pids.current"), "tasks held in the group")
+			require.Equal(t, strconv.Itoa(tc.holders), vmcheck.Read(t, leaf, "pids.current"), "tasks held in the group")
 			write(t, leaf, "pids.max", strconv.Itoa(tc.max))
-			before := keyed(t, leaf, "pids.events", "max")
+			before := vmcheck.Keyed(t, leaf, "pids.events", "max")
 
 			err := inGroup(t, leaf, "exit").Run()
 			assert.ErrorIs(t, err, syscall.EAGAIN, "fork into a full group")
-			assert.Equal(t, before+1, keyed(t, leaf, "pids.events", "max"), "pids.events max counts the refusal")
+			assert.Equal(t, before+1, vmcheck.Keyed(t, leaf, "pids.events", "max"), "pids.events max counts the refusal")
 
 			// The same fork succeeds once the limit is lifted, so the
 			// refusal above was the limit's doing. ("max", not max+1: the

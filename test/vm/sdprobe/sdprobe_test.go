@@ -1,7 +1,6 @@
 package sdprobe
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,20 +12,18 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/cgsem/cgsem/internal/testenv"
+	"github.com/cgsem/cgsem/test/vm/vmcheck"
 )
 
 const (
-	mountPoint = "/sys/fs/cgroup"
 	// childEnv selects a child mode of this test binary (see TestMain).
 	childEnv = "CGSEM_SDPROBE_CHILD"
 
@@ -52,32 +49,14 @@ func TestMain(m *testing.M) {
 
 // child runs a re-executed copy of this binary. "alloc:N" waits for a
 // line on stdin (so it allocates only once it is in its scope), then
-// touches N MiB, so the memory is charged, not just reserved.
+// touches N MiB.
 func child(mode string) int {
 	name, arg, _ := strings.Cut(mode, ":")
 	if name != "alloc" {
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 		return 3
 	}
-	mib, err := strconv.Atoi(arg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "alloc needs MiB:", err)
-		return 3
-	}
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		fmt.Fprintln(os.Stderr, "no go-ahead on stdin:", err)
-		return 3
-	}
-	held := make([][]byte, 0, mib)
-	for range mib {
-		b := make([]byte, 1<<20)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		held = append(held, b)
-	}
-	fmt.Printf("allocated %d MiB\n", len(held))
-	return 0
+	return vmcheck.Alloc(arg, os.Stdin)
 }
 
 // requireSystemdVM skips outside the lane's systemd VM: these tests make
@@ -88,12 +67,7 @@ func requireSystemdVM(t *testing.T) {
 	if os.Getenv("CGSEM_VM") != "1" || os.Getenv("CGSEM_VM_SYSTEMD") != "1" {
 		t.Skip("runs only inside the systemd VM of test/vm (CGSEM_VM=1 and CGSEM_VM_SYSTEMD=1, set by its runner): run test/vm/lane.sh --systemd ./test/vm/sdprobe")
 	}
-	// A stray setting on a hybrid host must not turn these tests loose
-	// there.
-	var st unix.Statfs_t
-	if err := unix.Statfs(mountPoint, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-		t.Fatalf("CGSEM_VM_SYSTEMD=1 but %s is not cgroup2 (%v): not the lane's VM, refusing to run", mountPoint, err)
-	}
+	vmcheck.RequireCgroup2(t, "CGSEM_VM_SYSTEMD=1")
 }
 
 // property is one element of StartTransientUnit's a(sv).
@@ -215,9 +189,9 @@ func (m *manager) scope(ctx context.Context, t *testing.T, pids []int, limits ..
 	require.NoError(t, err)
 	rel, _ := cg.(string)
 	require.NotEmpty(t, rel, "ControlGroup of %s", name)
-	dir = filepath.Join(mountPoint, rel)
+	dir = filepath.Join(vmcheck.MountPoint, rel)
 	for _, p := range pids {
-		assert.Contains(t, strings.Fields(read(t, dir, "cgroup.procs")), strconv.Itoa(p), "pid %d moved into %s", p, dir)
+		assert.Contains(t, strings.Fields(vmcheck.Read(t, dir, "cgroup.procs")), strconv.Itoa(p), "pid %d moved into %s", p, dir)
 	}
 	return name, dir
 }
@@ -245,27 +219,6 @@ func (m *manager) stopAndVanish(ctx context.Context, t *testing.T, name, dir str
 	assert.ErrorIs(t, err, fs.ErrNotExist, "cgroup %s of the stopped scope", dir)
 }
 
-func read(t *testing.T, dir, file string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, file))
-	require.NoError(t, err)
-	return strings.TrimSpace(string(b))
-}
-
-// keyed reads one counter of a flat keyed file such as memory.events.
-func keyed(t *testing.T, dir, file, key string) int64 {
-	t.Helper()
-	for _, l := range strings.Split(read(t, dir, file), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == key {
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			require.NoError(t, err)
-			return n
-		}
-	}
-	t.Fatalf("no %s in %s/%s", key, dir, file)
-	return 0
-}
-
 // started runs cmd with a pipe on its stdin and kills it when the test
 // ends, whatever happened.
 func started(t *testing.T, cmd *exec.Cmd) io.WriteCloser {
@@ -291,6 +244,16 @@ func holder(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
+// startHeld starts a holder and cmd, with its output captured and a pipe
+// on its stdin to give it the go-ahead once both are in their scope.
+func startHeld(t *testing.T, cmd *exec.Cmd) (hold *exec.Cmd, out *strings.Builder, goAhead io.WriteCloser) {
+	t.Helper()
+	hold = holder(t)
+	out = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	return hold, out, started(t, cmd)
+}
+
 func TestSystemdIsPID1(t *testing.T) {
 	requireSystemdVM(t)
 	ok, why := testenv.SystemdPID1()
@@ -298,9 +261,7 @@ func TestSystemdIsPID1(t *testing.T) {
 	exe, err := os.Readlink("/proc/1/exe")
 	require.NoError(t, err)
 	assert.Equal(t, "systemd", filepath.Base(exe), "PID 1 runs %s", exe)
-	b, err := os.ReadFile("/proc/self/cgroup")
-	require.NoError(t, err)
-	assert.Regexp(t, `^0::/\S*\n$`, string(b), "pure cgroup v2: only the unified hierarchy is listed")
+	vmcheck.AssertUnifiedOnly(t)
 }
 
 func TestSystemBus(t *testing.T) {
@@ -335,35 +296,19 @@ func TestSystemBus(t *testing.T) {
 	})
 }
 
-// peakSlack is how far memory.peak may pass memory.max: an OOM victim's
-// last charges are forced past the limit.
-const peakSlack = 1 << 20
-
 func TestScopeMemoryMax(t *testing.T) {
 	requireSystemdVM(t)
-	cases := []struct {
-		name       string
-		limitMiB   int
-		allocMiB   int
-		wantKilled bool
-	}{
-		{name: "hog past MemoryMax is OOM-killed", limitMiB: 32, allocMiB: 256, wantKilled: true},
-		{name: "allocation within MemoryMax survives", limitMiB: 64, allocMiB: 8},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range vmcheck.MemoryCases() {
+		t.Run(tc.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), callLimit)
 			defer cancel()
 			m := connect(ctx, t)
 
-			hold := holder(t)
 			hog := exec.Command("/proc/self/exe", "-test.run=^$")
-			hog.Env = append(os.Environ(), fmt.Sprintf("%s=alloc:%d", childEnv, tc.allocMiB))
-			var out strings.Builder
-			hog.Stdout, hog.Stderr = &out, &out
-			goAhead := started(t, hog)
+			hog.Env = append(os.Environ(), fmt.Sprintf("%s=alloc:%d", childEnv, tc.AllocMiB))
+			hold, out, goAhead := startHeld(t, hog)
 
-			limit := uint64(tc.limitMiB) << 20
+			limit := uint64(tc.Limit())
 			limits := []property{
 				{"MemoryMax", dbus.MakeVariant(limit)},
 				// No swap in the guest, but a kernel with swap accounting
@@ -375,30 +320,14 @@ func TestScopeMemoryMax(t *testing.T) {
 				{"OOMPolicy", dbus.MakeVariant("continue")},
 			}
 			name, dir := m.scope(ctx, t, []int{hold.Process.Pid, hog.Process.Pid}, limits...)
-			assert.Equal(t, strconv.FormatUint(limit, 10), read(t, dir, "memory.max"), "MemoryMax in %s", dir)
-			before := keyed(t, dir, "memory.events", "oom_kill")
+			assert.Equal(t, strconv.FormatUint(limit, 10), vmcheck.Read(t, dir, "memory.max"), "MemoryMax in %s", dir)
+			run := vmcheck.MemoryRun{MemoryCase: tc, Dir: dir, LimitName: "MemoryMax",
+				OOMBefore: vmcheck.Keyed(t, dir, "memory.events", "oom_kill")}
 
 			_, err := io.WriteString(goAhead, "go\n")
 			require.NoError(t, err)
 			werr := hog.Wait()
-			t.Logf("hog: err=%v output=%q", werr, out.String())
-			after := keyed(t, dir, "memory.events", "oom_kill")
-			peak, perr := strconv.ParseInt(read(t, dir, "memory.peak"), 10, 64)
-			require.NoError(t, perr)
-			t.Logf("%s: memory.events oom_kill %d -> %d, memory.peak %d (max %d)", name, before, after, peak, limit)
-
-			assert.LessOrEqual(t, peak, int64(limit)+peakSlack, "usage stays at MemoryMax")
-			if tc.wantKilled {
-				var ee *exec.ExitError
-				require.ErrorAs(t, werr, &ee)
-				ws := ee.Sys().(syscall.WaitStatus)
-				assert.True(t, ws.Signaled() && ws.Signal() == syscall.SIGKILL, "hog ended by SIGKILL, got %v", ws)
-				assert.Greater(t, after, before, "memory.events oom_kill of the scope counts the kill")
-			} else {
-				require.NoError(t, werr)
-				assert.Contains(t, out.String(), fmt.Sprintf("allocated %d MiB", tc.allocMiB))
-				assert.Equal(t, before, after, "no OOM kill")
-			}
+			run.Check(t, werr, out.String())
 
 			m.stopAndVanish(ctx, t, name, dir)
 			assert.Error(t, hold.Wait(), "the holder was killed by the stop")
@@ -425,16 +354,13 @@ func TestScopeTasksMax(t *testing.T) {
 			defer cancel()
 			m := connect(ctx, t)
 
-			hold := holder(t)
 			sh := exec.Command("/bin/sh", "-c", script)
-			var out strings.Builder
-			sh.Stdout, sh.Stderr = &out, &out
-			goAhead := started(t, sh)
+			hold, out, goAhead := startHeld(t, sh)
 
 			name, dir := m.scope(ctx, t, []int{hold.Process.Pid, sh.Process.Pid},
 				property{"TasksMax", dbus.MakeVariant(uint64(tc.tasksMax))})
-			assert.Equal(t, strconv.Itoa(tc.tasksMax), read(t, dir, "pids.max"), "TasksMax in %s", dir)
-			before := keyed(t, dir, "pids.events", "max")
+			assert.Equal(t, strconv.Itoa(tc.tasksMax), vmcheck.Read(t, dir, "pids.max"), "TasksMax in %s", dir)
+			before := vmcheck.Keyed(t, dir, "pids.events", "max")
 
 			_, err := io.WriteString(goAhead, "go\n")
 			require.NoError(t, err)
@@ -443,10 +369,10 @@ func TestScopeTasksMax(t *testing.T) {
 			var ee *exec.ExitError
 			require.ErrorAs(t, werr, &ee, "the shell fails when it cannot fork")
 			assert.Contains(t, strings.ToLower(out.String()), "fork", "the shell's complaint")
-			assert.Greater(t, keyed(t, dir, "pids.events", "max"), before, "pids.events max of the scope counts the refusal")
+			assert.Greater(t, vmcheck.Keyed(t, dir, "pids.events", "max"), before, "pids.events max of the scope counts the refusal")
 			// The holder and every sleeper the shell got are still there:
 			// the scope was full when the fork failed.
-			assert.Equal(t, strconv.Itoa(tc.tasksMax-1), read(t, dir, "pids.current"), "tasks left once the shell is gone")
+			assert.Equal(t, strconv.Itoa(tc.tasksMax-1), vmcheck.Read(t, dir, "pids.current"), "tasks left once the shell is gone")
 
 			m.stopAndVanish(ctx, t, name, dir)
 			assert.Error(t, hold.Wait(), "the holder was killed by the stop")
