@@ -428,6 +428,12 @@ func onlyRequested(got, req *semantic.Resources) *semantic.Resources {
 	}
 	if req.IO == nil {
 		r.IO = nil
+	} else if r.IO != nil && req.IO.Limits == nil {
+		// Where IO limits are supported (unified mode) the read-back
+		// lists them, empty when none is set.
+		io := *r.IO
+		io.Limits = nil
+		r.IO = &io
 	}
 	if req.Pids == nil {
 		r.Pids = nil
