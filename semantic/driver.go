@@ -80,7 +80,10 @@ type Group interface {
 	Thaw(ctx context.Context) error
 
 	// Kill SIGKILLs every process in the group and its descendants and
-	// returns once the group is empty, or when ctx ends.
+	// returns once the group is empty, or when ctx ends. It leaves the
+	// group and its descendants thawed. Where frozen tasks cannot die
+	// (cgroup v1's freezer), a populated group below a frozen ancestor
+	// the group cannot thaw is ErrBusy, before anything is signalled.
 	Kill(ctx context.Context) error
 
 	// Delete removes the group. A group with processes fails with ErrBusy
