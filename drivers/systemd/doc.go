@@ -140,6 +140,10 @@
 // is waited out through UnitRemoved (ResetFailedUnit first for a failed
 // one) before a unit of that name is started again. Every call checks its
 // ctx first; a Create whose ctx ends midway stops what it started.
+// Such an undo (Create's stops, Apply's restore) is not cut short by the
+// ctx that ended, but it is by a systemd that does not answer within 30
+// seconds: the call returns its error then, and the undo's own failure
+// is logged at warn level.
 //
 // # Operations
 //

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/hashicorp/go-hclog"
@@ -41,6 +42,9 @@ type Driver struct {
 	// base is the cgroup path systemd puts its root slice "-.slice" at:
 	// "" for the system manager, the user@.service group for a user's.
 	base string
+	// undoGrace bounds the undo of a failed change beyond the caller's
+	// ctx (see undoContext); a variable for the tests.
+	undoGrace time.Duration
 
 	// mu orders the structural changes made through this driver (levels
 	// created and removed, scopes started), so two Creates of one path
@@ -122,7 +126,7 @@ func Open(opts semantic.Options) (*Driver, error) {
 		return nil, &semantic.Error{Driver: Name, Op: "open", Group: opts.Root, Kind: semantic.ErrInvalid, Err: err}
 	}
 	log := opts.NamedLogger(Name)
-	d := &Driver{log: log, names: names, approx: opts.AllowApproximate, done: make(chan struct{})}
+	d := &Driver{log: log, names: names, approx: opts.AllowApproximate, undoGrace: undoGrace, done: make(chan struct{})}
 	if err := d.connect(addr); err != nil {
 		d.Close()
 		return nil, &semantic.Error{Driver: Name, Op: "open", Group: root, Kind: cmp.Or(classifyBus(err), semantic.ErrNotSupported), Err: err}
@@ -372,7 +376,8 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 		// unit whose start failed stays "failed" through a stop, holding
 		// its name until systemd collects it: its failure is reset, so
 		// it goes now, as a unit that stopped does.
-		ctx := context.WithoutCancel(ctx)
+		ctx, cancel := d.undoContext(ctx)
+		defer cancel()
 		for _, u := range slices.Backward(made) {
 			if err := d.bus.stop(ctx, u); err != nil && !isDBusError(err, errNoSuchUnit) {
 				d.log.Warn("undo create: stop", "unit", u, "err", err)
@@ -410,6 +415,18 @@ func (d *Driver) Create(ctx context.Context, p semantic.Path, res *semantic.Reso
 	}
 	d.log.Trace("created", "group", p.Display(), "slice", levels[len(levels)-1], "made", made)
 	return d.group(p), nil
+}
+
+// undoGrace bounds the undo of a failed change beyond the caller's ctx.
+const undoGrace = 30 * time.Second
+
+// undoContext is the context in which a failed change is undone. The
+// undo is what keeps a change all or nothing, so a ctx that ended (the
+// very reason a change may have failed) does not stop it; a systemd that
+// never answers does, after undoGrace, so that the call still returns.
+// What an undo cannot finish is logged.
+func (d *Driver) undoContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d.undoGrace)
 }
 
 // startUnit starts a transient unit, as one backend change. A unit of the

@@ -515,6 +515,50 @@ func TestFakePeerCancel(t *testing.T) {
 	}
 }
 
+// A Create whose start job fails and whose undo systemd never answers
+// still returns, once the undo's grace is over, with the start's failure;
+// an Apply's restore likewise.
+func TestFakePeerUndoUnanswered(t *testing.T) {
+	d, f := openOnFake(t)
+	d.undoGrace = 50 * time.Millisecond
+	// a/b: a starts, b's start job fails, and the undo's stop of a is
+	// never answered.
+	p := semantic.MustPath("a/b")
+	a, b := mustSlice(d, p.Prefix(1)), mustSlice(d, p)
+	f.fail(fakeFault{method: "StartTransientUnit", unit: b, result: "failed"})
+	quiet := f.hangOn("StopUnit", a)
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Create(t.Context(), p, &semantic.Resources{Pids: &semantic.Pids{Max: ptr(semantic.Count(5))}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		requireNames(t, err, b, "failed")
+		<-quiet // the undo did reach the stop that went unanswered
+	case <-time.After(time.Minute):
+		// A liveness bound, not a timing assertion.
+		t.Fatal("Create did not return while its undo went unanswered")
+	}
+
+	g, err := d.Create(t.Context(), semantic.MustPath("kept"), nil)
+	require.NoError(t, err)
+	kept := mustSlice(d, semantic.MustPath("kept"))
+	f.fail(fakeFault{method: "SetUnitProperties", unit: kept, err: dbusErr(errInvalidArgs, "planted refusal")})
+	f.hangOn("SetUnitProperties", kept)
+	done = make(chan error, 1)
+	go func() {
+		done <- g.Apply(t.Context(), &semantic.Resources{Pids: &semantic.Pids{Max: ptr(semantic.Count(7))}})
+	}()
+	select {
+	case err := <-done:
+		requireKind(t, err, semantic.ErrInvalid)
+	case <-time.After(time.Minute):
+		t.Fatal("Apply did not return while its restore went unanswered")
+	}
+}
+
 // waitFor polls cond, for at most a minute (a liveness bound).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

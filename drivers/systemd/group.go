@@ -73,9 +73,11 @@ func (g *group) Apply(ctx context.Context, res *semantic.Resources) error {
 		// systemd checks every property before it sets any, so a refusal
 		// usually changed nothing; a failure half way, or a reply lost to
 		// ctx, may have. Either way the old values go back.
-		if rerr := d.bus.setProperties(context.WithoutCancel(ctx), st.Name, restoreProps(props, before)); rerr != nil {
+		uctx, cancel := d.undoContext(ctx)
+		if rerr := d.bus.setProperties(uctx, st.Name, restoreProps(props, before)); rerr != nil {
 			d.log.Warn("restore properties after a failed apply", "unit", st.Name, "err", rerr)
 		}
+		cancel()
 		return g.setError(props, err)
 	}
 	return nil
