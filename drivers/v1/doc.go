@@ -21,6 +21,14 @@
 //	"self/a/b"   the group a/b below that (it must exist)
 //	"/a/b"       the cgroup path /a/b in every hierarchy
 //
+// The setting "hierarchies" (a comma-separated list of controllers, a
+// named hierarchy as "name=systemd") narrows that to the hierarchies
+// holding them, e.g. "memory,pids,cpu,devices,freezer" for a runtime that
+// leaves cpuset and blkio to someone else: a group then has directories
+// only there, a process placed in it stays where it was in the other
+// hierarchies, and the features of the left-out controllers are
+// unsupported. A name no usable hierarchy holds is ErrInvalid.
+//
 // Own cgroups differ per hierarchy (a process may sit in /user.slice for
 // memory and / for cpuset); "self" follows each. The root must exist in
 // every hierarchy; nothing outside it is ever touched. Each hierarchy's
