@@ -263,25 +263,14 @@ func (g *group) untilEmpty(ctx context.Context, op string, act func() error) err
 	}
 }
 
-// signalTree SIGKILLs the processes cgroup.procs lists in rel and below.
-// A group removed meanwhile, and a process gone meanwhile, are skipped.
-func (g *group) signalTree(rel string) error {
-	b, err := g.d.root.Read(join(rel, "cgroup.procs"))
-	if errors.Is(err, unix.ENOENT) {
+// walkTree calls visit for rel and then for each group below it, parents
+// before children. A group removed meanwhile (ENOENT from visit or from
+// listing its children) is skipped with what is below it.
+func (g *group) walkTree(rel string, visit func(rel string) error) error {
+	if err := visit(rel); errors.Is(err, unix.ENOENT) {
 		return nil
-	}
-	if err != nil {
+	} else if err != nil {
 		return err
-	}
-	pids, err := parseIDs(b)
-	if err != nil {
-		return err
-	}
-	for _, pid := range pids {
-		if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("kill %d: %w", pid, err)
-		}
-		g.d.log.Trace("signal", "group", rel, "pid", pid, "signal", "SIGKILL")
 	}
 	kids, err := g.d.subdirs(rel)
 	if errors.Is(err, unix.ENOENT) {
@@ -291,11 +280,33 @@ func (g *group) signalTree(rel string) error {
 		return err
 	}
 	for _, k := range kids {
-		if err := g.signalTree(rel + "/" + k); err != nil {
+		if err := g.walkTree(rel+"/"+k, visit); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// signalTree SIGKILLs the processes cgroup.procs lists in rel and below.
+// A group removed meanwhile, and a process gone meanwhile, are skipped.
+func (g *group) signalTree(rel string) error {
+	return g.walkTree(rel, func(rel string) error {
+		b, err := g.d.root.Read(join(rel, "cgroup.procs"))
+		if err != nil {
+			return err
+		}
+		pids, err := parseIDs(b)
+		if err != nil {
+			return err
+		}
+		for _, pid := range pids {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("kill %d: %w", pid, err)
+			}
+			g.d.log.Trace("signal", "group", rel, "pid", pid, "signal", "SIGKILL")
+		}
+		return nil
+	})
 }
 
 // kill, Delete's, writes 1 to cgroup.kill, which SIGKILLs every process of
@@ -312,34 +323,12 @@ func (g *group) kill(ctx context.Context, op string) error {
 // frozen on its own, parents before children. A group removed meanwhile
 // is skipped.
 func (g *group) thawTree(op string) error {
-	var walk func(rel string) error
-	walk = func(rel string) error {
+	return wrap(op, g.path, g.walkTree(g.rel, func(rel string) error {
 		file := join(rel, "cgroup.freeze")
 		v, err := g.d.root.ReadString(file)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
+		if err != nil || v != "1" {
 			return err
 		}
-		if v == "1" {
-			if err := g.d.root.Write(file, "0"); err != nil && !errors.Is(err, unix.ENOENT) {
-				return err
-			}
-		}
-		kids, err := g.d.subdirs(rel)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, k := range kids {
-			if err := walk(rel + "/" + k); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return wrap(op, g.path, walk(g.rel))
+		return g.d.root.Write(file, "0")
+	}))
 }
