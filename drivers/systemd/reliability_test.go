@@ -101,9 +101,9 @@ func TestReliabilitySymlinks(t *testing.T) {
 
 func TestReliabilityNonRoot(t *testing.T) {
 	t.Skip("permission on systemd is D-Bus policy and polkit, not file modes: Denied requires each refusal to name a " +
-		"cgroup file, while the driver's names the unit and the method (TestFakePeerErrorKinds checks AccessDenied, " +
-		"InteractiveAuthorizationRequired and UnitMasked map to ErrPermission with that message); delegation is " +
-		"Delegate= on a unit and the user manager, not a chown of a directory, so Delegated does not apply")
+		"cgroup file, while the driver's names the unit and the method (TestNonRootDenied proves it against real systemd, " +
+		"TestFakePeerErrorKinds the mapping of AccessDenied, InteractiveAuthorizationRequired and UnitMasked); delegation is " +
+		"Delegate= on a unit and the user manager (TestUserManager, in the systemd VM), not a chown of a directory")
 }
 
 func TestReliabilityRestart(t *testing.T) { runReliability(t, reliability.Restart) }
