@@ -334,6 +334,16 @@ func TestThreaded(t *testing.T) {
 	err = b.AddThread(ctx, threads(t, outside.pid())[0])
 	require.ErrorIs(t, err, semantic.ErrInvalid, "a thread of a process outside the subtree")
 	require.ErrorIs(t, b.AddThread(ctx, 0), semantic.ErrInvalid)
+
+	// A threaded subtree's cgroup.procs cannot be read: Kill finds the
+	// threads instead, and a SIGKILL to one ends the process.
+	require.NoError(t, top.Kill(ctx))
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatal("the process in the threaded subtree outlived Kill") // a liveness bound
+	}
+	require.Equal(t, "signal: killed", p.cmd.ProcessState.String())
 }
 
 func TestThreadsNeedTheSetting(t *testing.T) {

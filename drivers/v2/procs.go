@@ -175,10 +175,16 @@ func parseIDs(b []byte) ([]int, error) {
 	out := []int{}
 	for f := range strings.FieldsSeq(string(b)) {
 		n, err := strconv.Atoi(f)
-		if err != nil {
+		if err != nil || n < 0 {
 			return nil, fmt.Errorf("%q: %w", f, statfile.ErrFormat)
 		}
-		out = append(out, n)
+		// The kernel lists 0 for a task that has lost its pid but not yet
+		// left the group, and for one outside this pid namespace: no
+		// process this caller can name, and kill(0) would signal the
+		// caller's own process group.
+		if n != 0 {
+			out = append(out, n)
+		}
 	}
 	return out, nil
 }

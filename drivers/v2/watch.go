@@ -214,7 +214,19 @@ func (g *group) Kill(ctx context.Context) error {
 			return wrap(op, g.path, err)
 		}
 	}
-	if err := g.untilEmpty(ctx, op, func() error { return g.signalTree(g.rel) }); err != nil {
+	signal := func() error {
+		err := g.signalTree(g.rel)
+		if errors.Is(err, unix.EPERM) {
+			// A delegated caller may not signal a process that changed
+			// its uid; cgroup.kill asks only for write access to the
+			// file. It costs later Starts into this group (see above),
+			// which is better than a Kill that cannot kill.
+			g.d.log.Debug("kill: signal refused, writing cgroup.kill", "group", g.path.Display(), "error", err)
+			return g.d.root.Write(join(g.rel, "cgroup.kill"), "1")
+		}
+		return err
+	}
+	if err := g.untilEmpty(ctx, op, signal); err != nil {
 		if prev != "1" {
 			if rerr := g.d.root.Write(freeze, prev); rerr != nil {
 				g.d.log.Warn("undo freeze of kill", "group", g.path.Display(), "error", rerr)
@@ -287,26 +299,45 @@ func (g *group) walkTree(rel string, visit func(rel string) error) error {
 	return nil
 }
 
-// signalTree SIGKILLs the processes cgroup.procs lists in rel and below.
-// A group removed meanwhile, and a process gone meanwhile, are skipped.
+// signalTree SIGKILLs the processes cgroup.procs lists in rel and below
+// (cgroup.threads in a threaded subtree, whose cgroup.procs cannot be
+// read; a SIGKILL to any thread ends its process). A group removed
+// meanwhile, and a process gone meanwhile, are skipped. A process the
+// caller may not signal does not stop the others: the first such EPERM
+// is returned once every other process was signalled.
 func (g *group) signalTree(rel string) error {
-	return g.walkTree(rel, func(rel string) error {
+	var denied error
+	err := g.walkTree(rel, func(rel string) error {
 		b, err := g.d.root.Read(join(rel, "cgroup.procs"))
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			b, err = g.d.root.Read(join(rel, "cgroup.threads"))
+		}
 		if err != nil {
 			return err
 		}
-		pids, err := parseIDs(b)
+		ids, err := parseIDs(b)
 		if err != nil {
 			return err
 		}
-		for _, pid := range pids {
-			if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
-				return fmt.Errorf("kill %d: %w", pid, err)
+		for _, id := range ids {
+			err := unix.Kill(id, unix.SIGKILL)
+			switch {
+			case err == nil, err == unix.ESRCH:
+				g.d.log.Trace("signal", "group", rel, "pid", id, "signal", "SIGKILL")
+			case err == unix.EPERM:
+				if denied == nil {
+					denied = fmt.Errorf("kill %d: %w", id, err)
+				}
+			default:
+				return fmt.Errorf("kill %d: %w", id, err)
 			}
-			g.d.log.Trace("signal", "group", rel, "pid", pid, "signal", "SIGKILL")
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return denied
 }
 
 // kill, Delete's, writes 1 to cgroup.kill, which SIGKILLs every process of
