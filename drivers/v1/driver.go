@@ -245,7 +245,7 @@ const (
 	// group then has a directory only in those, a process added or
 	// started stays where it was in the others, and a feature whose
 	// controller is left out is unsupported, as on a host that does not
-	// mount it. Freeze and Kill need freezer.
+	// mount it. Freeze needs freezer; without it Kill chases forks.
 	SettingHierarchies = "hierarchies"
 )
 

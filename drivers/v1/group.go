@@ -487,6 +487,13 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 		}
 	}
 	if _, err := list(true); err != nil {
+		if fz != nil {
+			// Kill leaves the group thawed, failed or not; what it
+			// signalled dies once thawed.
+			if terr := fz.undo.Write(file(p, "freezer.state"), thawed); terr != nil {
+				d.log.Warn("thaw after a failed kill", "group", p.Display(), "error", terr)
+			}
+		}
 		return err
 	}
 	if fz != nil {
