@@ -536,17 +536,17 @@ func TestFakePeerUndoUnanswered(t *testing.T) {
 	case err := <-done:
 		require.Error(t, err)
 		requireNames(t, err, b, "failed")
-		<-quiet // the undo did reach the stop that went unanswered
 	case <-time.After(time.Minute):
 		// A liveness bound, not a timing assertion.
 		t.Fatal("Create did not return while its undo went unanswered")
 	}
+	requireClosed(t, quiet, "the undo never reached the stop that goes unanswered")
 
 	g, err := d.Create(t.Context(), semantic.MustPath("kept"), nil)
 	require.NoError(t, err)
 	kept := mustSlice(d, semantic.MustPath("kept"))
 	f.fail(fakeFault{method: "SetUnitProperties", unit: kept, err: dbusErr(errInvalidArgs, "planted refusal")})
-	f.hangOn("SetUnitProperties", kept)
+	restore := f.hangOn("SetUnitProperties", kept)
 	done = make(chan error, 1)
 	go func() {
 		done <- g.Apply(t.Context(), &semantic.Resources{Pids: &semantic.Pids{Max: ptr(semantic.Count(7))}})
@@ -556,6 +556,18 @@ func TestFakePeerUndoUnanswered(t *testing.T) {
 		requireKind(t, err, semantic.ErrInvalid)
 	case <-time.After(time.Minute):
 		t.Fatal("Apply did not return while its restore went unanswered")
+	}
+	requireClosed(t, restore, "the apply never tried the restore that goes unanswered")
+}
+
+// requireClosed fails unless ch is closed within a minute (a liveness
+// bound, not a timing assertion).
+func requireClosed(t *testing.T, ch <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(time.Minute):
+		t.Fatal(msg)
 	}
 }
 

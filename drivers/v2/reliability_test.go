@@ -243,6 +243,7 @@ func (o devicesObserver) devices(t *testing.T, dir string) *semantic.Devices {
 	n, err := unix.Getxattr(dir, "trusted.cgsem.devices", buf)
 	require.NoError(t, err, "observer: a program is attached to %s, but no list is recorded", dir)
 	rec := parseDevicesRecord(t, dir, string(buf[:n]))
+	require.Equal(t, ids[0], rec.Program, "observer: the program attached to %s is not the recorded one", dir)
 	prog, err := devfilter.Compile(rec.Devices)
 	require.NoError(t, err, "observer: recorded list of %s", dir)
 	runs, err := devfilter.Runs(ids[0], prog)
