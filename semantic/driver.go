@@ -84,6 +84,8 @@ type Group interface {
 	// group and its descendants thawed. Where frozen tasks cannot die
 	// (cgroup v1's freezer), a populated group below a frozen ancestor
 	// the group cannot thaw is ErrBusy, before anything is signalled.
+	// A driver that freezes the group to kill it (v1, v2) reports that
+	// freeze and the thaw as EventFrozen and EventThawed.
 	Kill(ctx context.Context) error
 
 	// Delete removes the group. A group with processes fails with ErrBusy

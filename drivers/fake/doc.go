@@ -51,9 +51,11 @@
 // Freeze and Thaw change a state and fire EventFrozen and EventThawed; no
 // process is stopped. Kill sends SIGKILL through the pidfds to every task
 // of the group and its descendants, again to any that joins, and waits
-// until they have exited or ctx ends; it leaves the subtree thawed (with
-// EventThawed for each group that was frozen), as v1 and v2 do. Delete refuses a group with
-// children (ErrBusy) unless DeleteOptions.Recursive, and one with
+// until they have exited or ctx ends; it leaves the subtree thawed, as
+// v1 and v2 do, with EventThawed for each group that was frozen (v1 and
+// v2, which freeze a group to kill it, also report that freeze and its
+// thaw). Delete refuses a group with children (ErrBusy) unless
+// DeleteOptions.Recursive, and one with
 // processes in it or below unless DeleteOptions.Kill, checking before it
 // changes anything.
 //

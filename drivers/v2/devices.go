@@ -27,8 +27,11 @@ const devicesXattr = "trusted.cgsem.devices"
 //	allow c 1:3 rwm
 //
 // (the program's id, the default, then each rule as DeviceRule.String
-// renders it). Plain lines rather than JSON keep encoding/json, and the
-// reflection it brings, out of every program that links this driver.
+// renders it). Plain lines, strictly parsed, rather than JSON: a person
+// reading the attribute sees the rules as the kernel's v1 syntax writes
+// them, and a program linking this driver does not carry the JSON
+// encoder's reflection-driven code, which nothing else on its path uses
+// (about 300 KiB of a stripped binary).
 type devicesRecord struct {
 	Program uint32
 	Devices *semantic.Devices
