@@ -430,6 +430,48 @@ func (r *Resources) Fields() []Feature {
 	return fs
 }
 
+// Only returns a copy of r that sets feature f alone, as r sets it: a
+// request of one field (drivers apply and check features one at a time
+// with it). It is empty when r leaves f unset.
+func (r *Resources) Only(f Feature) *Resources {
+	out := &Resources{}
+	if r == nil {
+		return out
+	}
+	m, c, io := r.Memory, r.CPU, r.IO
+	switch {
+	case f == MemoryMax && m != nil && m.Max != nil:
+		out.Memory = &Memory{Max: m.Max}
+	case f == MemoryHigh && m != nil && m.High != nil:
+		out.Memory = &Memory{High: m.High}
+	case f == MemoryLow && m != nil && m.Low != nil:
+		out.Memory = &Memory{Low: m.Low}
+	case f == MemoryMin && m != nil && m.Min != nil:
+		out.Memory = &Memory{Min: m.Min}
+	case f == MemorySwap && m != nil && m.Swap != nil:
+		out.Memory = &Memory{Swap: m.Swap}
+	case f == CPUWeight && c != nil && c.Weight != nil:
+		out.CPU = &CPU{Weight: c.Weight}
+	case f == CPUMaxFeature && c != nil && c.Max != nil:
+		out.CPU = &CPU{Max: c.Max}
+	case f == CPUSetCPUs && c != nil && c.Cpus != nil:
+		out.CPU = &CPU{Cpus: c.Cpus}
+	case f == CPUSetMems && c != nil && c.Mems != nil:
+		out.CPU = &CPU{Mems: c.Mems}
+	case f == IOWeight && io != nil && io.Weight != nil:
+		out.IO = &IO{Weight: io.Weight}
+	case f == IOLimits && io != nil && io.Limits != nil:
+		out.IO = &IO{Limits: io.Limits}
+	case f == PidsMax && r.Pids != nil && r.Pids.Max != nil:
+		out.Pids = &Pids{Max: r.Pids.Max}
+	case f == DevicesFeature:
+		out.Devices = r.Devices
+	case f == HugeTLB:
+		out.HugeTLB = r.HugeTLB
+	}
+	return out.Clone()
+}
+
 // String renders the set fields compactly, for logs and messages.
 func (r *Resources) String() string {
 	if r == nil {

@@ -322,6 +322,25 @@ func TestResourcesFields(t *testing.T) {
 	}
 }
 
+func TestResourcesOnly(t *testing.T) {
+	r := full()
+	for _, f := range semantic.ResourceFeatures {
+		t.Run(string(f), func(t *testing.T) {
+			one := r.Only(f)
+			require.Equal(t, []semantic.Feature{f}, one.Fields())
+			// The one field is r's value, and a copy of it.
+			merged := semantic.Merge(&semantic.Resources{}, one)
+			assert.Equal(t, r.Only(f), merged)
+			assert.Equal(t, semantic.Merge(r, one), r, "applying it to r changes nothing")
+			if one.Memory != nil && r.Memory.Max != nil && one.Memory.Max != nil {
+				assert.NotSame(t, r.Memory.Max, one.Memory.Max)
+			}
+		})
+	}
+	assert.Empty(t, (&semantic.Resources{}).Only(semantic.MemoryMax).Fields(), "an unset field gives an empty request")
+	assert.Empty(t, (*semantic.Resources)(nil).Only(semantic.PidsMax).Fields())
+}
+
 func TestResourcesJSON(t *testing.T) {
 	r := full()
 	out, err := json.Marshal(r)

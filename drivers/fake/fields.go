@@ -51,7 +51,7 @@ func (d *Driver) applyLocked(ctx context.Context, n *node, req *semantic.Resourc
 			rollback()
 			return err
 		}
-		part := only(req, f)
+		part := req.Only(f)
 		if err := d.change(op, n.path, "group", n.path.Display(), "field", f, "value", render(part, f)); err != nil {
 			rollback()
 			return err
@@ -60,7 +60,7 @@ func (d *Driver) applyLocked(ctx context.Context, n *node, req *semantic.Resourc
 			rollback()
 			return semantic.Wrap(Name, op, n.path.Display(), err)
 		}
-		undo = append(undo, only(n.res, f))
+		undo = append(undo, n.res.Only(f))
 		n.res = semantic.Merge(n.res, part)
 	}
 	return nil
@@ -87,49 +87,12 @@ func (d *Driver) kernelCheck(part *semantic.Resources, f semantic.Feature) error
 	return nil
 }
 
-// only returns a Resources holding just field f of r (whose section for f
-// must be set).
-func only(r *semantic.Resources, f semantic.Feature) *semantic.Resources {
-	out := &semantic.Resources{}
-	switch f {
-	case semantic.MemoryMax:
-		out.Memory = &semantic.Memory{Max: r.Memory.Max}
-	case semantic.MemoryHigh:
-		out.Memory = &semantic.Memory{High: r.Memory.High}
-	case semantic.MemoryLow:
-		out.Memory = &semantic.Memory{Low: r.Memory.Low}
-	case semantic.MemoryMin:
-		out.Memory = &semantic.Memory{Min: r.Memory.Min}
-	case semantic.MemorySwap:
-		out.Memory = &semantic.Memory{Swap: r.Memory.Swap}
-	case semantic.CPUWeight:
-		out.CPU = &semantic.CPU{Weight: r.CPU.Weight}
-	case semantic.CPUMaxFeature:
-		out.CPU = &semantic.CPU{Max: r.CPU.Max}
-	case semantic.CPUSetCPUs:
-		out.CPU = &semantic.CPU{Cpus: r.CPU.Cpus}
-	case semantic.CPUSetMems:
-		out.CPU = &semantic.CPU{Mems: r.CPU.Mems}
-	case semantic.IOWeight:
-		out.IO = &semantic.IO{Weight: r.IO.Weight}
-	case semantic.IOLimits:
-		out.IO = &semantic.IO{Limits: r.IO.Limits}
-	case semantic.PidsMax:
-		out.Pids = &semantic.Pids{Max: r.Pids.Max}
-	case semantic.DevicesFeature:
-		out.Devices = r.Devices
-	case semantic.HugeTLB:
-		out.HugeTLB = r.HugeTLB
-	}
-	return out.Clone()
-}
-
 // project returns the fields of r whose features the driver supports.
 func (d *Driver) project(r *semantic.Resources) *semantic.Resources {
 	out := &semantic.Resources{}
 	for _, f := range semantic.ResourceFeatures {
 		if d.supports(f) {
-			out = semantic.Merge(out, only(r, f))
+			out = semantic.Merge(out, r.Only(f))
 		}
 	}
 	return out

@@ -300,39 +300,12 @@ func delegatedChild(ctx context.Context, tg *Target, spec childSpec) ([]outcome,
 	return outs, nil
 }
 
-// only is r with every field but f cleared.
+// only is r with every field but f cleared, except that a swap limit
+// keeps its memory limit: v1 has no swap limit without one.
 func only(r *semantic.Resources, f semantic.Feature) *semantic.Resources {
-	out := &semantic.Resources{}
-	switch f {
-	case semantic.MemoryMax:
-		out.Memory = &semantic.Memory{Max: r.Memory.Max}
-	case semantic.MemoryHigh:
-		out.Memory = &semantic.Memory{High: r.Memory.High}
-	case semantic.MemoryLow:
-		out.Memory = &semantic.Memory{Low: r.Memory.Low}
-	case semantic.MemoryMin:
-		out.Memory = &semantic.Memory{Min: r.Memory.Min}
-	case semantic.MemorySwap:
-		// v1 has no swap limit without a memory limit: keep the pair.
-		out.Memory = &semantic.Memory{Max: r.Memory.Max, Swap: r.Memory.Swap}
-	case semantic.CPUWeight:
-		out.CPU = &semantic.CPU{Weight: r.CPU.Weight}
-	case semantic.CPUMaxFeature:
-		out.CPU = &semantic.CPU{Max: r.CPU.Max}
-	case semantic.CPUSetCPUs:
-		out.CPU = &semantic.CPU{Cpus: r.CPU.Cpus}
-	case semantic.CPUSetMems:
-		out.CPU = &semantic.CPU{Mems: r.CPU.Mems}
-	case semantic.IOWeight:
-		out.IO = &semantic.IO{Weight: r.IO.Weight}
-	case semantic.IOLimits:
-		out.IO = &semantic.IO{Limits: r.IO.Limits}
-	case semantic.PidsMax:
-		out.Pids = r.Pids
-	case semantic.DevicesFeature:
-		out.Devices = r.Devices
-	case semantic.HugeTLB:
-		out.HugeTLB = r.HugeTLB
+	out := r.Only(f)
+	if f == semantic.MemorySwap {
+		out.Memory.Max = r.Memory.Max
 	}
 	return out
 }
