@@ -305,7 +305,14 @@ func (d *Driver) prepare(op string, p semantic.Path, res *semantic.Resources) ([
 	if len(refused) > 0 {
 		return nil, withGroup(semantic.NotSupported(Name, refused[0], strings.Join(why, "; ")), p)
 	}
-	props, err := d.host.encode(res.Normalize(d.host.pageSize), d.approx)
+	req := res.Normalize(d.host.pageSize)
+	if res.IO != nil && res.IO.Limits != nil {
+		// Normalize drops a device whose figures are all 0, which in a
+		// request means "remove this device's limits": encode the
+		// request's own list, where a 0 goes out as infinity.
+		req.IO.Limits = slices.Clone(res.IO.Limits)
+	}
+	props, err := d.host.encode(req, d.approx)
 	if err != nil {
 		return nil, withGroup(err, p)
 	}
