@@ -34,6 +34,7 @@ var mutants = []struct {
 	{"create-existing-succeeds", "Lifecycle/CreateExisting"},
 	{"readback-drops-weight", "Lifecycle/ReadBackComplete"},
 	{"apply-ignores-weight", "CPU/Weight/RoundTrip"},
+	{"io-removal-ignored", "IO/Limits/RoundTrip"},
 	{"readback-unrounded", "Memory/Max/RoundTrip"},
 	{"devices-readback-widened", "Devices/List/RoundTrip"},
 	{"apply-field-by-field", "Apply/AllOrNothing"},
@@ -207,6 +208,18 @@ func (g *mutGroup) Apply(ctx context.Context, res *semantic.Resources) error {
 		if res != nil && res.CPU != nil {
 			res = res.Clone()
 			res.CPU.Weight = nil
+		}
+	case "io-removal-ignored":
+		// As a driver that normalizes a request before using it: a
+		// device listed with no figure (remove its limits) drops out.
+		if res != nil && res.IO != nil && res.IO.Limits != nil {
+			res = res.Clone()
+			res.IO.Limits = slices.DeleteFunc(res.IO.Limits, func(l semantic.IOLimit) bool {
+				return l.ReadBPS|l.WriteBPS|l.ReadIOPS|l.WriteIOPS == 0
+			})
+			if len(res.IO.Limits) == 0 {
+				res.IO.Limits = nil
+			}
 		}
 	case "apply-field-by-field":
 		for _, one := range split(res) {
