@@ -240,9 +240,11 @@ func (d *Dir) OpenDir(rel string) (*Dir, error) {
 }
 
 // openBeneath opens name (checked by checkPath) beneath d with flags
-// (O_CLOEXEC added). One name is opened with openat(O_NOFOLLOW); a path
-// with openat2 and the resolve flags, or by walking where the kernel has
-// no openat2. Either way it costs one syscall on a current kernel.
+// (O_CLOEXEC added): with openat2 and the resolve flags, so that neither
+// a symlink nor a mount (a file bind-mounted over an attribute file)
+// is followed, one name in d or a path; where the kernel has no openat2,
+// by walking with openat(O_NOFOLLOW), which refuses symlinks but cannot
+// see mounts. It costs one syscall on a current kernel.
 func (d *Dir) openBeneath(name string, flags int, single bool) (int, error) {
 	fd, err := d.resolveBeneath(name, flags, single)
 	if err == unix.ENODEV {
@@ -255,9 +257,6 @@ func (d *Dir) openBeneath(name string, flags int, single bool) (int, error) {
 
 func (d *Dir) resolveBeneath(name string, flags int, single bool) (int, error) {
 	flags |= unix.O_CLOEXEC
-	if single {
-		return retryEINTR(func() (int, error) { return openat(d.fd, name, flags|unix.O_NOFOLLOW) })
-	}
 	if !d.sh.noOpen2.Load() {
 		how := unix.OpenHow{Flags: uint64(flags), Resolve: d.sh.resolve}
 		for range 16 {
@@ -275,6 +274,9 @@ func (d *Dir) resolveBeneath(name string, flags int, single bool) (int, error) {
 		if !d.sh.noOpen2.Load() {
 			return -1, unix.EAGAIN
 		}
+	}
+	if single {
+		return retryEINTR(func() (int, error) { return openat(d.fd, name, flags|unix.O_NOFOLLOW) })
 	}
 	dir, base := path.Split(name)
 	parent, err := walk(d.fd, strings.TrimSuffix(dir, "/"))
