@@ -17,6 +17,7 @@ import (
 
 	"github.com/cgsem/cgsem/internal/cgroupfs"
 	"github.com/cgsem/cgsem/internal/mountinfo"
+	"github.com/cgsem/cgsem/internal/reap"
 	"github.com/cgsem/cgsem/internal/statfile"
 	"github.com/cgsem/cgsem/semantic"
 )
@@ -457,6 +458,19 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 	list := func(signal bool) (bool, error) {
 		any := false
 		for _, q := range tree {
+			if signal {
+				// Through pidfds, so a pid reused meanwhile by a process
+				// outside the group is never hit (internal/reap).
+				listed, err := reap.KillListed(func() ([]int, error) { return d.procs(q) })
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				if err != nil {
+					return false, err
+				}
+				any = any || listed
+				continue
+			}
 			pids, err := d.procs(q)
 			if errors.Is(err, unix.ENOENT) {
 				continue
@@ -464,14 +478,8 @@ func (d *Driver) kill(ctx context.Context, p semantic.Path) error {
 			if err != nil {
 				return false, err
 			}
-			for _, pid := range pids {
-				any = true
-				if !signal {
-					return true, nil
-				}
-				if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
-					return false, fmt.Errorf("kill %d: %w", pid, err)
-				}
+			if len(pids) > 0 {
+				return true, nil
 			}
 		}
 		return any, nil

@@ -3,13 +3,13 @@ package v2
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cgsem/cgsem/internal/reap"
 	"github.com/cgsem/cgsem/internal/statfile"
 	"github.com/cgsem/cgsem/semantic"
 )
@@ -300,39 +300,38 @@ func (g *group) walkTree(rel string, visit func(rel string) error) error {
 }
 
 // signalTree SIGKILLs the processes cgroup.procs lists in rel and below
-// (cgroup.threads in a threaded subtree, whose cgroup.procs cannot be
-// read; a SIGKILL to any thread ends its process). A group removed
-// meanwhile, and a process gone meanwhile, are skipped. A process the
+// (in a threaded subtree, whose cgroup.procs cannot be read, the
+// processes of the threads cgroup.threads lists), through pidfds, so a
+// pid reused meanwhile by a process outside the group is never hit
+// (internal/reap). A group removed meanwhile is skipped. A process the
 // caller may not signal does not stop the others: the first such EPERM
 // is returned once every other process was signalled.
 func (g *group) signalTree(rel string) error {
 	var denied error
 	err := g.walkTree(rel, func(rel string) error {
-		b, err := g.d.root.Read(join(rel, "cgroup.procs"))
-		if errors.Is(err, unix.EOPNOTSUPP) {
-			b, err = g.d.root.Read(join(rel, "cgroup.threads"))
-		}
-		if err != nil {
-			return err
-		}
-		ids, err := parseIDs(b)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			err := unix.Kill(id, unix.SIGKILL)
-			switch {
-			case err == nil, err == unix.ESRCH:
-				g.d.log.Trace("signal", "group", rel, "pid", id, "signal", "SIGKILL")
-			case err == unix.EPERM:
-				if denied == nil {
-					denied = fmt.Errorf("kill %d: %w", id, err)
-				}
-			default:
-				return fmt.Errorf("kill %d: %w", id, err)
+		list := func() ([]int, error) {
+			b, err := g.d.root.Read(join(rel, "cgroup.procs"))
+			threads := errors.Is(err, unix.EOPNOTSUPP)
+			if threads {
+				b, err = g.d.root.Read(join(rel, "cgroup.threads"))
 			}
+			if err != nil {
+				return nil, err
+			}
+			ids, err := parseIDs(b)
+			if err != nil || !threads {
+				return ids, err
+			}
+			return tgids(ids), nil
 		}
-		return nil
+		_, err := reap.KillListed(list)
+		if errors.Is(err, unix.EPERM) {
+			if denied == nil {
+				denied = err
+			}
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return err
