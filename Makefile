@@ -36,7 +36,10 @@ test-vm-systemd:
 	$(VM_SYSTEMD_LIMITS) test/vm/lane.sh --systemd $(VM_SYSTEMD_PKGS)
 
 ## test-all: the whole suite, as CI runs it.
-test-all: lint test fuzz test-vm
+# -k: a failing lane does not stop the others, so one run shows every
+# failure; the exit status is still nonzero if any failed.
+test-all:
+	@$(MAKE) --no-print-directory -k lint test fuzz test-vm
 
 lint: fmt vet depcheck
 
