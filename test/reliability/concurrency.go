@@ -362,13 +362,9 @@ func (o *overlap) merge(m *modelGroup, res *semantic.Resources) {
 func (o *overlap) apply(p semantic.Path, res *semantic.Resources) error {
 	unlock := o.lock(p)
 	defer unlock()
-	m := o.groups[p.String()]
-	g, err := o.d.Open(o.ctx, p)
-	if !m.exists {
-		return expect("open "+p.String(), err, semantic.ErrNotExist)
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w (the model says it exists)", p, err)
+	m, g, err := o.open(p)
+	if g == nil {
+		return err
 	}
 	if err := expect("apply "+p.String(), g.Apply(o.ctx, res), nil); err != nil {
 		return err
@@ -409,13 +405,9 @@ func (o *overlap) check(p semantic.Path, g semantic.Group, m *modelGroup) error 
 func (o *overlap) readBack(p semantic.Path) error {
 	unlock := o.lock(p)
 	defer unlock()
-	m := o.groups[p.String()]
-	g, err := o.d.Open(o.ctx, p)
-	if !m.exists {
-		return expect("open "+p.String(), err, semantic.ErrNotExist)
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w (the model says it exists)", p, err)
+	m, g, err := o.open(p)
+	if g == nil {
+		return err
 	}
 	return o.check(p, g, m)
 }
@@ -442,17 +434,29 @@ func (o *overlap) children(p semantic.Path) error {
 	return nil
 }
 
+// open opens p, which the caller holds locked, and checks that the
+// driver agrees with the model on whether it exists. g is nil when there
+// is nothing more to do: p is absent (err says whether the driver agreed)
+// or the open failed.
+func (o *overlap) open(p semantic.Path) (m *modelGroup, g semantic.Group, err error) {
+	m = o.groups[p.String()]
+	g, err = o.d.Open(o.ctx, p)
+	if !m.exists {
+		return m, nil, expect("open "+p.String(), err, semantic.ErrNotExist)
+	}
+	if err != nil {
+		return m, nil, fmt.Errorf("open %s: %w (the model says it exists)", p, err)
+	}
+	return m, g, nil
+}
+
 func (o *overlap) add(p semantic.Path) error {
 	// The whole subtree: under the leaf rule the children decide.
 	unlock := o.lock(subtree(p)...)
 	defer unlock()
-	m := o.groups[p.String()]
-	g, err := o.d.Open(o.ctx, p)
-	if !m.exists {
-		return expect("open "+p.String(), err, semantic.ErrNotExist)
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w (the model says it exists)", p, err)
+	m, g, err := o.open(p)
+	if g == nil {
+		return err
 	}
 	var want error
 	if o.tg.LeafRule {
@@ -481,13 +485,9 @@ func (o *overlap) delete(p semantic.Path, force bool) error {
 	sub := subtree(p)
 	unlock := o.lock(sub...)
 	defer unlock()
-	m := o.groups[p.String()]
-	g, err := o.d.Open(o.ctx, p)
-	if !m.exists {
-		return expect("open "+p.String(), err, semantic.ErrNotExist)
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w (the model says it exists)", p, err)
+	_, g, err := o.open(p)
+	if g == nil {
+		return err
 	}
 	var want error
 	if !force {
